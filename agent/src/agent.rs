@@ -1,0 +1,473 @@
+//! The agent's engine: one [`Agent`] owns the state directory (under its lock), the SQLite
+//! store, the object store, the slots and the trust root, and runs the apply protocol of
+//! DESIGN "Apply" steps 1–7. Blocking throughout; the daemon calls it from its own thread.
+//!
+//! Opening an agent reconciles first (see [`crate::reconcile`]), so every mutation starts
+//! from a state where `current` and the journal agree.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferry_proto::manifest::PayloadRef;
+use ferry_proto::{GitOid, ObjectFormat, Reason, ReleaseManifest, Sha256Digest, Verified, VerifiedRoot};
+
+use crate::config::Config;
+use crate::failure::Failure;
+use crate::git::ObjectStore;
+use crate::hooks::{HookEnv, HookLimits, HookOutcome};
+use crate::lock::StateLock;
+use crate::slots::{SlotId, SlotRecord, Slots};
+use crate::store::{JournalEntry, JournalState, Store};
+
+/// How long a command waits for another agent's apply to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
+
+/// The engine, holding the state lock.
+pub struct Agent {
+    pub(crate) cfg: Config,
+    pub(crate) store: Store,
+    pub(crate) slots: Slots,
+    pub(crate) root: VerifiedRoot,
+    _lock: StateLock,
+}
+
+/// What an apply ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Switched, healthy, committed.
+    Committed { release: u64, slot: SlotId },
+    /// Switched, unhealthy, switched back; the release is refused from now on.
+    RolledBack { release: u64, failure: Failure },
+}
+
+impl Agent {
+    /// Takes the state lock, opens the store, loads trust and reconciles.
+    pub fn open(cfg: Config) -> Result<Agent, Failure> {
+        std::fs::create_dir_all(&cfg.state_dir).map_err(|e| {
+            Failure::new(Reason::Io, format!("creating state directory {}: {e}", cfg.state_dir.display()))
+        })?;
+        let lock = StateLock::acquire(&cfg.state_dir, LOCK_WAIT)?;
+        let store = Store::open(&cfg.state_dir)?;
+        let slots = Slots::open(&cfg.state_dir)?;
+        let root = load_trust(&cfg, &store)?;
+        let mut agent = Agent { cfg, store, slots, root, _lock: lock };
+        crate::reconcile::reconcile(&mut agent)?;
+        Ok(agent)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The trust root in force.
+    pub fn root(&self) -> &VerifiedRoot {
+        &self.root
+    }
+
+    /// Walks the trust root forward with roots from `fetch(n)`, persisting each new one.
+    pub fn update_trust<E: std::fmt::Display>(
+        &mut self,
+        fetch: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<(), Failure> {
+        let before = self.root.version();
+        let walked = self.root.clone().walk(fetch, &self.cfg.limits)?;
+        if walked.version() != before {
+            self.store.put_root(walked.version(), walked.envelope_bytes())?;
+            tracing::info!(from = before, to = walked.version(), "trust root rotated");
+            self.store.record_event(
+                "trust-rotated",
+                None,
+                None,
+                &format!("trust root {before} -> {}", walked.version()),
+            )?;
+            self.root = walked;
+        }
+        Ok(())
+    }
+
+    /// The release in the active slot.
+    pub fn applied(&self) -> Result<Option<(SlotId, SlotRecord)>, Failure> {
+        let Some(slot) = self.slots.current()? else { return Ok(None) };
+        Ok(self.slots.read_record(slot)?.map(|r| (slot, r)))
+    }
+
+    /// The object store for `format`; one format per device.
+    pub(crate) fn objects(&self, format: ObjectFormat) -> Result<ObjectStore, Failure> {
+        match self.store.setting("object_format")? {
+            Some(f) if f != format.as_str() => {
+                return Err(Failure::new(
+                    Reason::Unsupported,
+                    format!("release uses {format} objects but this device holds {f} objects"),
+                ))
+            }
+            Some(_) => {}
+            None => self.store.set_setting("object_format", format.as_str())?,
+        }
+        let kind = match format {
+            ObjectFormat::Sha1 => gix_hash::Kind::Sha1,
+            ObjectFormat::Sha256 => gix_hash::Kind::Sha256,
+        };
+        Ok(ObjectStore::open(&self.cfg.state_dir.join("objects"), kind)?)
+    }
+
+    /// True when the object store holds commit `id` (a usable delta base).
+    pub fn holds_commit(&self, id: &GitOid) -> bool {
+        let Ok(objects) = self.objects(id.format()) else { return false };
+        gix_hash::ObjectId::from_hex(id.as_str().as_bytes()).map(|oid| objects.contains(&oid)).unwrap_or(false)
+    }
+
+    /// Step 1 (policy): channel, strictly newer than the applied release, expiry, labels,
+    /// and not refused before.
+    pub fn check_policy(&self, manifest: &ReleaseManifest) -> Result<(), Failure> {
+        let applied = self.applied()?.map(|(_, r)| r.release);
+        manifest.check_policy(&self.cfg.channel, applied, crate::store::now(), &self.cfg.labels)?;
+        if let Some((reason, message)) = self.store.refusal(manifest.channel.as_str(), manifest.release)? {
+            return Err(Failure::new(
+                Reason::Refused,
+                format!("release {} was refused before ({reason}: {message}); not retried", manifest.release),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a rejection as an event and returns it.
+    pub fn reject(&self, release: Option<u64>, failure: Failure) -> Failure {
+        tracing::warn!(release, reason = %failure.reason, "{}", failure.message);
+        if let Err(e) = self.store.record_event("rejected", release, Some(failure.reason), &failure.message) {
+            tracing::error!("could not record the rejection: {e}");
+        }
+        failure
+    }
+
+    /// Steps 2–7: imports the verified payload (already stored and digest-checked), checks
+    /// the tree, writes the inactive slot, switches, runs the hooks, and commits or rolls back.
+    pub fn apply(
+        &mut self,
+        manifest: &Verified<ReleaseManifest>,
+        payload: &PayloadRef,
+    ) -> Result<ApplyOutcome, Failure> {
+        self.check_policy(manifest)?;
+        if !self.store.payload_verified(&payload.sha256)? {
+            return Err(Failure::new(Reason::DigestMismatch, "payload is not stored and verified"));
+        }
+        // Step 2: import.
+        let objects = self.objects(manifest.object_format)?;
+        self.import(&objects, manifest, payload)?;
+        let snapshot = to_oid(&manifest.snapshot_commit)?;
+        let tree = objects.commit_tree(&snapshot)?;
+        if tree != to_oid(&manifest.snapshot_tree)? {
+            return Err(Failure::new(
+                Reason::DigestMismatch,
+                format!(
+                    "snapshot {} has tree {tree}, the manifest signed {}",
+                    manifest.snapshot_commit, manifest.snapshot_tree
+                ),
+            ));
+        }
+        // Step 3: validate the whole tree before writing anything.
+        let validated = crate::git::validate_tree(&objects, &tree, &self.cfg.git_limits)?;
+        fail::fail_point!("apply::after-validate");
+
+        // Step 4: the inactive slot.
+        let from = self.slots.current()?;
+        let to = self.slots.inactive()?;
+        let journal_id = self.store.journal_start(&JournalEntry {
+            id: 0,
+            channel: manifest.channel.to_string(),
+            release: manifest.release,
+            commit: manifest.snapshot_commit.to_string(),
+            manifest: manifest.digest().to_hex(),
+            from_slot: from.map(|s| s.to_string()),
+            to_slot: to.to_string(),
+            state: JournalState::Started,
+            boots: 0,
+            reason: None,
+            message: None,
+            started_at: 0,
+            updated_at: 0,
+        })?;
+        let dir = self.slots.prepare_empty(to)?;
+        fail::fail_point!("apply::after-prepare");
+        let stats = crate::git::checkout(&objects, &validated, &dir)?;
+        fail::fail_point!("apply::after-checkout");
+        self.slots.write_record(
+            to,
+            &SlotRecord {
+                release: manifest.release,
+                commit: manifest.snapshot_commit.to_string(),
+                tree: manifest.snapshot_tree.to_string(),
+                channel: manifest.channel.to_string(),
+                written_at: crate::store::now(),
+            },
+        )?;
+        tracing::info!(release = manifest.release, slot = %to, files = stats.files, bytes = stats.bytes, "slot written");
+        fail::fail_point!("apply::after-record");
+
+        // Step 5: journal, then switch.
+        self.store.journal_set(journal_id, JournalState::Switching, None)?;
+        fail::fail_point!("apply::before-switch");
+        self.slots.switch_to(to)?;
+        self.store.journal_set(journal_id, JournalState::Trial, None)?;
+        self.store.record_event("switched", Some(manifest.release), None, &format!("current -> slot {to}"))?;
+        fail::fail_point!("apply::after-switch");
+
+        // Steps 6–7.
+        let outcome = self.trial(journal_id)?;
+        if matches!(outcome, ApplyOutcome::Committed { .. }) {
+            self.prune();
+        }
+        Ok(outcome)
+    }
+
+    fn import(&self, objects: &ObjectStore, manifest: &ReleaseManifest, payload: &PayloadRef) -> Result<(), Failure> {
+        let reader = Box::new(self.store.payload_reader(&payload.sha256));
+        let (header, mut stream) = ferry_proto::payload::open_bundle(reader, payload.size, &self.cfg.limits)?;
+        manifest.check_bundle(payload, &header)?;
+        let prerequisites = header.prerequisites.iter().map(to_oid).collect::<Result<Vec<_>, _>>()?;
+        let outcome = objects.import_pack(&mut stream, &prerequisites, &self.cfg.git_limits).map_err(|e| {
+            // A zstd bomb shows up as an I/O error from the capped reader.
+            let f = Failure::from(e);
+            if f.message.contains("exceeds the") && f.message.contains("limit") {
+                Failure::new(Reason::SizeExceeded, f.message)
+            } else {
+                f
+            }
+        })?;
+        tracing::info!(
+            release = manifest.release,
+            objects = outcome.objects_written,
+            bytes = outcome.bytes_read,
+            "pack imported"
+        );
+        fail::fail_point!("apply::after-import");
+        Ok(())
+    }
+
+    /// Steps 6–7 for the journal entry `id`, whose slot is now `current`.
+    pub(crate) fn trial(&mut self, id: i64) -> Result<ApplyOutcome, Failure> {
+        let entry = self
+            .store
+            .journal(64)?
+            .into_iter()
+            .find(|e| e.id == id)
+            .ok_or_else(|| Failure::new(Reason::Io, format!("journal entry {id} vanished")))?;
+        let to: SlotId = entry.to_slot.parse().map_err(|e| Failure::new(Reason::Io, e))?;
+        let env = self.hook_env(&entry, to);
+        let spec = crate::hooks::load(&self.slots.slot_path(to));
+        let limits = self.hook_limits();
+        let result = spec.map_err(Failure::from).and_then(|spec| {
+            let activate = crate::hooks::run_activate(&spec, &env, &limits)?;
+            if !activate.is_ok() {
+                return Err(hook_failure(Reason::ActivateFailed, "activate", &activate));
+            }
+            fail::fail_point!("apply::before-health");
+            let health = crate::hooks::run_health(&spec, &env, &limits)?;
+            if !health.is_ok() {
+                return Err(hook_failure(Reason::HealthFailed, "health check", &health));
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                self.store.journal_set(id, JournalState::Committed, None)?;
+                self.store.record_event(
+                    "applied",
+                    Some(entry.release),
+                    None,
+                    &format!("release {} healthy in slot {to}", entry.release),
+                )?;
+                tracing::info!(release = entry.release, slot = %to, "release committed");
+                Ok(ApplyOutcome::Committed { release: entry.release, slot: to })
+            }
+            Err(failure) => {
+                tracing::warn!(release = entry.release, reason = %failure.reason, "{}; rolling back", failure.message);
+                self.roll_back(&entry, failure.clone())?;
+                Ok(ApplyOutcome::RolledBack { release: entry.release, failure })
+            }
+        }
+    }
+
+    /// Switches back from a failed trial, runs the hooks, journals `rolled-back` and
+    /// refuses the release.
+    pub(crate) fn roll_back(&mut self, entry: &JournalEntry, failure: Failure) -> Result<(), Failure> {
+        self.store.journal_set(entry.id, JournalState::RollingBack, Some((failure.reason, &failure.message)))?;
+        fail::fail_point!("apply::rollback::before-switch");
+        let from: Option<SlotId> = entry.from_slot.as_deref().and_then(|s| s.parse().ok());
+        let failed: SlotId = entry.to_slot.parse().map_err(|e| Failure::new(Reason::Io, e))?;
+        match from {
+            Some(slot) if self.slots.read_record(slot)?.is_some() => self.slots.switch_to(slot)?,
+            _ => self.slots.clear_current()?,
+        }
+        fail::fail_point!("apply::rollback::after-switch");
+        let limits = self.hook_limits();
+        // The failed release's rollback hook undoes what its activate did…
+        if let Ok(spec) = crate::hooks::load(&self.slots.slot_path(failed)) {
+            let outcome = crate::hooks::run_rollback(&spec, &self.hook_env(entry, failed), &limits)?;
+            if !outcome.is_ok() {
+                tracing::warn!(release = entry.release, "rollback hook {outcome}");
+            }
+        }
+        // …and the restored release is activated again.
+        if let Some(slot) = from {
+            if let Some(record) = self.slots.read_record(slot)? {
+                let env = HookEnv {
+                    release: record.release,
+                    commit: record.commit.clone(),
+                    slot: slot.to_string(),
+                    previous_slot: Some(failed.to_string()),
+                    slot_path: self.slots.slot_path(slot),
+                    channel: record.channel.clone(),
+                };
+                if let Ok(spec) = crate::hooks::load(&self.slots.slot_path(slot)) {
+                    let outcome = crate::hooks::run_activate(&spec, &env, &limits)?;
+                    if !outcome.is_ok() {
+                        tracing::error!(release = record.release, "re-activating the restored release {outcome}");
+                    }
+                }
+            }
+        }
+        self.store.journal_set(entry.id, JournalState::RolledBack, None)?;
+        self.store.refuse(&entry.channel, entry.release, failure.reason, &failure.message)?;
+        self.store.record_event("rolled-back", Some(entry.release), Some(failure.reason), &failure.message)?;
+        tracing::warn!(release = entry.release, "rolled back; release refused from now on");
+        Ok(())
+    }
+
+    /// Operator-requested rollback to the other slot, through the same protocol: journal,
+    /// switch, hooks; the release rolled away from is refused.
+    pub fn manual_rollback(&mut self) -> Result<ApplyOutcome, Failure> {
+        let (current, record) =
+            self.applied()?.ok_or_else(|| Failure::new(Reason::Io, "no release is applied; nothing to roll back"))?;
+        let target = current.other();
+        let target_record = self.slots.read_record(target)?.ok_or_else(|| {
+            Failure::new(Reason::Io, format!("slot {target} holds no complete release; nothing to roll back to"))
+        })?;
+        let id = self.store.journal_start(&JournalEntry {
+            id: 0,
+            channel: target_record.channel.clone(),
+            release: target_record.release,
+            commit: target_record.commit.clone(),
+            manifest: String::new(),
+            from_slot: Some(current.to_string()),
+            to_slot: target.to_string(),
+            state: JournalState::Started,
+            boots: 0,
+            reason: Some("operator".into()),
+            message: Some(format!("operator rollback from release {}", record.release)),
+            started_at: 0,
+            updated_at: 0,
+        })?;
+        self.store.refuse(&record.channel, record.release, Reason::Refused, "rolled back by the operator")?;
+        self.store.record_event(
+            "operator-rollback",
+            Some(record.release),
+            None,
+            &format!("operator rollback from release {} to {}", record.release, target_record.release),
+        )?;
+        self.store.journal_set(id, JournalState::Switching, None)?;
+        self.slots.switch_to(target)?;
+        self.store.journal_set(id, JournalState::Trial, None)?;
+        self.trial(id)
+    }
+
+    fn hook_env(&self, entry: &JournalEntry, slot: SlotId) -> HookEnv {
+        HookEnv {
+            release: entry.release,
+            commit: entry.commit.clone(),
+            slot: slot.to_string(),
+            previous_slot: entry.from_slot.clone().filter(|s| s != &slot.to_string()),
+            slot_path: self.slots.slot_path(slot),
+            channel: entry.channel.clone(),
+        }
+    }
+
+    fn hook_limits(&self) -> HookLimits {
+        HookLimits { max_timeout: self.cfg.max_hook_timeout, ..HookLimits::default() }
+    }
+
+    /// Drops cached payloads of releases at or below the applied one, and git objects no
+    /// slot needs. Failures are logged, never fatal: pruning is housekeeping.
+    pub(crate) fn prune(&self) {
+        if let Err(e) = self.try_prune() {
+            tracing::warn!("pruning: {e}");
+        }
+    }
+
+    fn try_prune(&self) -> Result<(), Failure> {
+        let Some((_, applied)) = self.applied()? else { return Ok(()) };
+        for digest in self.store.payload_digests()? {
+            let release = self.payload_release(&digest)?;
+            if release.is_none_or(|r| r <= applied.release) {
+                self.store.delete_payload(&digest)?;
+            }
+        }
+        let mut keep = Vec::new();
+        for slot in [SlotId::A, SlotId::B] {
+            if let Some(r) = self.slots.read_record(slot)? {
+                if let Ok(id) = gix_hash::ObjectId::from_hex(r.commit.as_bytes()) {
+                    keep.push(id);
+                }
+            }
+        }
+        let format = match self.store.setting("object_format")?.as_deref() {
+            Some("sha256") => ObjectFormat::Sha256,
+            _ => ObjectFormat::Sha1,
+        };
+        let outcome = self.objects(format)?.prune(&keep)?;
+        tracing::debug!(?outcome, "pruned object store");
+        Ok(())
+    }
+
+    fn payload_release(&self, digest: &Sha256Digest) -> Result<Option<u64>, Failure> {
+        Ok(self.store.payload_manifest_release(digest)?)
+    }
+
+    /// Labels (for messages).
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.cfg.labels
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.cfg.state_dir.clone()
+    }
+}
+
+fn hook_failure(reason: Reason, what: &str, outcome: &HookOutcome) -> Failure {
+    let tail = match outcome {
+        HookOutcome::Failed { output_tail, .. } | HookOutcome::TimedOut { output_tail, .. } => output_tail.trim(),
+        HookOutcome::Ok => "",
+    };
+    let last_line = tail.lines().last().unwrap_or("");
+    if last_line.is_empty() {
+        Failure::new(reason, format!("{what} {outcome}"))
+    } else {
+        Failure::new(reason, format!("{what} {outcome}: {last_line}"))
+    }
+}
+
+/// Parses a manifest object id into a gix id.
+pub(crate) fn to_oid(id: &GitOid) -> Result<gix_hash::ObjectId, Failure> {
+    gix_hash::ObjectId::from_hex(id.as_str().as_bytes())
+        .map_err(|e| Failure::new(Reason::Malformed, format!("object id {id}: {e}")))
+}
+
+/// The provisioned root, walked forward through the roots stored from earlier updates.
+fn load_trust(cfg: &Config, store: &Store) -> Result<VerifiedRoot, Failure> {
+    let bytes = std::fs::read(&cfg.trust_root).map_err(|e| {
+        Failure::new(Reason::TrustRoot, format!("reading trust root {}: {e}", cfg.trust_root.display()))
+    })?;
+    let provisioned = VerifiedRoot::provisioned(&bytes, &cfg.limits)
+        .map_err(|e| Failure::from(e).context(format!("trust root {}", cfg.trust_root.display())))?;
+    let stored = store.roots_after(provisioned.version())?;
+    let mut by_version: BTreeMap<u64, Vec<u8>> = stored.into_iter().collect();
+    let walk_limits = ferry_proto::Limits { max_roots_walked: u64::MAX / 2, ..cfg.limits.clone() };
+    Ok(provisioned.walk(|n| Ok::<_, String>(by_version.remove(&n)), &walk_limits)?)
+}

@@ -1,0 +1,165 @@
+//! Comparing a directory (the active slot) with the tree it was checked out from, for drift
+//! detection (DESIGN "Drift").
+//!
+//! The walk never follows symlinks. A file's content is compared by size first and then by
+//! hashing it as a git blob, so an unchanged slot costs one read of every file. Executable
+//! bits are compared the way git does (owner execute bit); other permission bits, owners and
+//! timestamps are not drift. An added or removed directory is reported once, not per file
+//! inside it. The top-level `.ferry-slot` record is ignored.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use gix_object::bstr::{BStr, BString, ByteSlice};
+
+use super::error::GitError;
+use super::tree::{Entry, EntryKind, ValidatedTree, SLOT_RECORD};
+use super::{rel_path, ObjectStore};
+
+/// One path that differs between the directory and the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftEntry {
+    /// Path relative to the compared directory.
+    pub path: PathBuf,
+    /// How it differs.
+    pub kind: DriftKind,
+}
+
+/// How a path differs from the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftKind {
+    /// On disk but not in the tree.
+    Added,
+    /// In the tree but not on disk.
+    Removed,
+    /// A regular file in both whose content and/or executable bit differ.
+    Modified {
+        /// The bytes differ.
+        content: bool,
+        /// The executable bit differs.
+        mode: bool,
+    },
+    /// A symlink in both whose target differs.
+    SymlinkTarget,
+    /// A different kind of thing (file, directory, symlink, other) than in the tree.
+    TypeChanged,
+}
+
+/// Lists the paths of `dir` that differ from `tree`, sorted by path. `store` supplies the
+/// object format used to hash file contents.
+pub fn diff_dir_against_tree(
+    store: &ObjectStore,
+    tree: &ValidatedTree,
+    dir: &Path,
+) -> Result<Vec<DriftEntry>, GitError> {
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| GitError::io(dir, e))?;
+    if !meta.is_dir() {
+        return Err(GitError::io(dir, std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
+    }
+    let expected: HashMap<&BStr, &Entry> = tree.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
+    let mut diff =
+        Diff { kind: store.kind(), expected, seen: HashSet::new(), walked_dirs: HashSet::new(), out: Vec::new() };
+    diff.walk(dir, BString::default())?;
+
+    // Missing entries: report each one whose parent directory was walked, so a removed
+    // directory shows up once.
+    for entry in tree.entries() {
+        if diff.seen.contains(entry.path.as_bstr()) {
+            continue;
+        }
+        let parent = entry.path.rfind_byte(b'/').map_or(&b""[..], |i| &entry.path[..i]);
+        if diff.walked_dirs.contains(parent.as_bstr()) {
+            diff.push(entry.path.as_bstr(), DriftKind::Removed);
+        }
+    }
+    let mut out = diff.out;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+struct Diff<'t> {
+    kind: gix_hash::Kind,
+    expected: HashMap<&'t BStr, &'t Entry>,
+    seen: HashSet<BString>,
+    walked_dirs: HashSet<BString>,
+    out: Vec<DriftEntry>,
+}
+
+impl Diff<'_> {
+    fn push(&mut self, path: &BStr, kind: DriftKind) {
+        self.out.push(DriftEntry { path: rel_path(path).to_owned(), kind });
+    }
+
+    /// Compares the directory `abs` (at `rel` from the root) with the tree.
+    fn walk(&mut self, abs: &Path, rel: BString) -> Result<(), GitError> {
+        let listing = std::fs::read_dir(abs).map_err(|e| GitError::io(abs, e))?;
+        self.walked_dirs.insert(rel.clone());
+        for dirent in listing {
+            let dirent = dirent.map_err(|e| GitError::io(abs, e))?;
+            let name = dirent.file_name();
+            let name = name.as_bytes();
+            if rel.is_empty() && name == SLOT_RECORD {
+                continue;
+            }
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name);
+            let on_disk = dirent.path();
+            let meta = std::fs::symlink_metadata(&on_disk).map_err(|e| GitError::io(&on_disk, e))?;
+
+            let Some(entry) = self.expected.get(path.as_bstr()).copied() else {
+                self.push(path.as_bstr(), DriftKind::Added);
+                continue;
+            };
+            self.seen.insert(path.clone());
+            let file_type = meta.file_type();
+            match &entry.kind {
+                EntryKind::Dir if file_type.is_dir() => self.walk(&on_disk, path)?,
+                EntryKind::Symlink { target } if file_type.is_symlink() => {
+                    let actual = std::fs::read_link(&on_disk).map_err(|e| GitError::io(&on_disk, e))?;
+                    if actual.as_os_str().as_bytes() != target.as_slice() {
+                        self.push(path.as_bstr(), DriftKind::SymlinkTarget);
+                    }
+                }
+                EntryKind::File { executable, size } if file_type.is_file() => {
+                    let mode = (meta.permissions().mode() & 0o100 != 0) != *executable;
+                    let content = meta.len() != *size || self.blob_id(&on_disk, meta.len())? != entry.id;
+                    if content || mode {
+                        self.push(path.as_bstr(), DriftKind::Modified { content, mode });
+                    }
+                }
+                _ => self.push(path.as_bstr(), DriftKind::TypeChanged),
+            }
+        }
+        Ok(())
+    }
+
+    /// The git blob id of the file at `path`, streamed.
+    fn blob_id(&self, path: &Path, size: u64) -> Result<gix_hash::ObjectId, GitError> {
+        let mut file = gix_fs::open_options_no_follow().read(true).open(path).map_err(|e| GitError::io(path, e))?;
+        let mut hasher = gix_hash::hasher(self.kind);
+        hasher.update(&gix_object::encode::loose_header(gix_object::Kind::Blob, size));
+        let mut buf = vec![0; 64 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(GitError::io(path, e)),
+            };
+            total += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        if total != size {
+            // Changed while we read it: certainly not the blob.
+            return Ok(gix_hash::ObjectId::null(self.kind));
+        }
+        hasher.try_finalize().map_err(|e| GitError::io(path, std::io::Error::other(format!("{e:#}"))))
+    }
+}

@@ -1,0 +1,19 @@
+//! The Ferry device agent: verifies, imports and applies releases atomically into A/B slots.
+//!
+//! [`agent::Agent`] is the engine (apply protocol, rollback); [`intake`] brings releases in
+//! from files and mirror directories; [`reconcile`] runs on every start; [`status`] is the
+//! read-only view. Below them: [`store`] (SQLite), [`git`] (objects, tree validation,
+//! checkout), [`slots`] (A/B and `current`), [`hooks`] (`ferry.toml`).
+
+pub mod agent;
+pub mod config;
+pub mod failure;
+pub mod fsutil;
+pub mod git;
+pub mod hooks;
+pub mod intake;
+pub mod lock;
+pub mod reconcile;
+pub mod slots;
+pub mod status;
+pub mod store;

@@ -1,0 +1,142 @@
+//! `ferry-agent`: the device side of Ferry. `main` is thin: parse, set up logging, run one
+//! command, print an error once in one line, exit with a code (0 ok, 1 failure or
+//! rejection, 64 bad usage or config).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ferry_agent::agent::{Agent, ApplyOutcome};
+use ferry_agent::config::{Config, DEFAULT_PATH};
+use ferry_agent::intake::{self, ImportResult};
+use ferry_agent::status;
+
+/// Ferry's device agent: verifies signed releases, applies them atomically into A/B slots,
+/// health-checks them and rolls back on failure.
+#[derive(Debug, Parser)]
+#[command(name = "ferry-agent", version, max_term_width = 100)]
+struct Cli {
+    /// Agent configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_PATH, env = "FERRY_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import and apply the newest release from a .ferry file, a directory of them, or a
+    /// mirror layout (e.g. a USB stick written by `bundler export`).
+    Import {
+        /// File or directory.
+        path: PathBuf,
+    },
+    /// Show the applied release, slot, trial state and last error.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show past apply attempts and events.
+    History {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// How many entries.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Switch back to the release in the other slot, through the same protocol (hooks,
+    /// health check); the release rolled away from is not re-applied.
+    Rollback,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return if usage { ExitCode::from(64) } else { ExitCode::SUCCESS };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let _failpoints = fail::FailScenario::setup();
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferry-agent: error: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match run(cfg, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ferry-agent: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Import { path } => {
+            let mut agent = Agent::open(cfg)?;
+            let result = intake::import_path(&mut agent, &path, &mut |line| println!("{line}"));
+            match result {
+                Ok(ImportResult::UpToDate { release }) => println!("up to date: release {release} is applied"),
+                Ok(ImportResult::Applied(outcome)) => return Ok(report(&outcome)),
+                Err(f) => {
+                    println!("rejected: {}: {}", f.reason, f.message);
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Command::Status { json } => {
+            let s = status::status(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", s.render());
+            }
+        }
+        Command::History { json, limit } => {
+            let h = status::history(&cfg, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", h.render());
+            }
+        }
+        Command::Rollback => {
+            let mut agent = Agent::open(cfg)?;
+            match agent.manual_rollback() {
+                Ok(outcome) => return Ok(report(&outcome)),
+                Err(f) => {
+                    println!("rollback refused: {}: {}", f.reason, f.message);
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(outcome: &ApplyOutcome) -> ExitCode {
+    match outcome {
+        ApplyOutcome::Committed { release, slot } => {
+            println!("applied release {release} in slot {slot}: healthy, committed");
+            ExitCode::SUCCESS
+        }
+        ApplyOutcome::RolledBack { release, failure } => {
+            println!("release {release} rolled back: {}: {}", failure.reason, failure.message);
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,562 @@
+//! The agent's SQLite store (`<state_dir>/ferry.db`, WAL, `synchronous=FULL`): trust roots,
+//! manifests, payloads in 1 MiB chunks, the apply journal, refused releases, the event
+//! outbox and a few settings. Schema changes are numbered migrations keyed on
+//! `PRAGMA user_version`.
+//!
+//! Payload bytes are copied here before they are verified, so what is applied is exactly
+//! what was verified even if the USB stick they came from changes underneath.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use std::io::{self, Read};
+use std::path::Path;
+
+use ferry_proto::{Reason, Sha256Digest};
+
+/// Payload chunk size.
+pub const CHUNK: usize = 1 << 20;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE trust_roots(version INTEGER PRIMARY KEY, envelope BLOB NOT NULL, stored_at INTEGER NOT NULL);
+CREATE TABLE manifests(digest TEXT PRIMARY KEY, channel TEXT NOT NULL, release INTEGER NOT NULL,
+    envelope BLOB NOT NULL, stored_at INTEGER NOT NULL);
+CREATE TABLE payloads(digest TEXT PRIMARY KEY, manifest TEXT NOT NULL, size INTEGER NOT NULL,
+    stored INTEGER NOT NULL DEFAULT 0, verified INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);
+CREATE TABLE payload_chunks(digest TEXT NOT NULL, offset INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY(digest, offset)) WITHOUT ROWID;
+CREATE TABLE journal(id INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL, release INTEGER NOT NULL,
+    commit_id TEXT NOT NULL, manifest TEXT NOT NULL, from_slot TEXT, to_slot TEXT NOT NULL, state TEXT NOT NULL,
+    boots INTEGER NOT NULL DEFAULT 0, reason TEXT, message TEXT, started_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE refused(channel TEXT NOT NULL, release INTEGER NOT NULL, reason TEXT NOT NULL, message TEXT NOT NULL,
+    at INTEGER NOT NULL, PRIMARY KEY(channel, release));
+CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL,
+    release INTEGER, reason TEXT, message TEXT NOT NULL);
+CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"#];
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// The database is from a newer agent.
+    #[error("state database schema {found} is newer than this agent understands ({known})")]
+    TooNew { found: i64, known: i64 },
+}
+
+impl StoreError {
+    /// Storage failures are local I/O.
+    pub fn reason(&self) -> Reason {
+        Reason::Io
+    }
+}
+
+/// Where an apply stands. Stored as text in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalState {
+    /// The inactive slot is being written.
+    Started,
+    /// About to switch (or switched) `current` to the new slot.
+    Switching,
+    /// Switched; hooks are running.
+    Trial,
+    /// Healthy and kept.
+    Committed,
+    /// Switching back after a failed trial.
+    RollingBack,
+    /// Switched back; the release is refused.
+    RolledBack,
+    /// Interrupted before the switch; nothing changed.
+    Aborted,
+}
+
+impl JournalState {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JournalState::Started => "started",
+            JournalState::Switching => "switching",
+            JournalState::Trial => "trial",
+            JournalState::Committed => "committed",
+            JournalState::RollingBack => "rolling-back",
+            JournalState::RolledBack => "rolled-back",
+            JournalState::Aborted => "aborted",
+        }
+    }
+
+    fn parse(s: &str) -> JournalState {
+        match s {
+            "started" => JournalState::Started,
+            "switching" => JournalState::Switching,
+            "trial" => JournalState::Trial,
+            "committed" => JournalState::Committed,
+            "rolling-back" => JournalState::RollingBack,
+            "rolled-back" => JournalState::RolledBack,
+            _ => JournalState::Aborted,
+        }
+    }
+
+    /// True while an apply is unfinished.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            JournalState::Started | JournalState::Switching | JournalState::Trial | JournalState::RollingBack
+        )
+    }
+}
+
+/// One apply attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JournalEntry {
+    /// Row id.
+    pub id: i64,
+    /// Channel.
+    pub channel: String,
+    /// Release number.
+    pub release: u64,
+    /// Snapshot commit.
+    pub commit: String,
+    /// Manifest digest (hex).
+    pub manifest: String,
+    /// Slot active before.
+    pub from_slot: Option<String>,
+    /// Slot written.
+    pub to_slot: String,
+    /// Where it stands.
+    #[serde(serialize_with = "ser_state")]
+    pub state: JournalState,
+    /// Boots seen during the trial.
+    pub boots: u32,
+    /// Failure reason code.
+    pub reason: Option<String>,
+    /// Failure message.
+    pub message: Option<String>,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// Unix seconds.
+    pub updated_at: u64,
+}
+
+fn ser_state<S: serde::Serializer>(s: &JournalState, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.as_str())
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Event {
+    /// Per-device sequence number.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: u64,
+    /// What happened (`applied`, `rejected`, …).
+    pub kind: String,
+    /// Release it concerns.
+    pub release: Option<u64>,
+    /// Reason code for failures.
+    pub reason: Option<String>,
+    /// For a person.
+    pub message: String,
+}
+
+/// The open database.
+pub struct Store {
+    conn: Connection,
+}
+
+/// Now in Unix seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating and migrating) `<state_dir>/ferry.db`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(state_dir.join("ferry.db"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check` result ("ok" when sound).
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    // --- settings -------------------------------------------------------------------
+
+    /// A setting.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    /// Sets a setting.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO settings(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    // --- trust ----------------------------------------------------------------------
+
+    /// The newest stored trust root envelope.
+    pub fn latest_root(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT version, envelope FROM trust_roots ORDER BY version DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Stored trust roots newer than `version`, oldest first.
+    pub fn roots_after(&self, version: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT version, envelope FROM trust_roots WHERE version > ?1 ORDER BY version")?;
+        let rows = stmt.query_map([version as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores a verified trust root.
+    pub fn put_root(&self, version: u64, envelope: &[u8]) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO trust_roots(version, envelope, stored_at) VALUES(?1, ?2, ?3)",
+            params![version as i64, envelope, now() as i64],
+        )?;
+        Ok(())
+    }
+
+    // --- manifests and payloads -----------------------------------------------------
+
+    /// Stores a verified manifest envelope.
+    pub fn put_manifest(
+        &self,
+        digest: &Sha256Digest,
+        channel: &str,
+        release: u64,
+        envelope: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO manifests(digest, channel, release, envelope, stored_at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![digest.to_hex(), channel, release as i64, envelope, now() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// A stored manifest envelope.
+    pub fn manifest(&self, digest: &Sha256Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT envelope FROM manifests WHERE digest = ?1", [digest.to_hex()], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// True when the payload is stored whole and its digest was verified.
+    pub fn payload_verified(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| r.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Starts (or restarts from zero) storing a payload.
+    pub fn begin_payload(
+        &mut self,
+        digest: &Sha256Digest,
+        manifest: &Sha256Digest,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM payload_chunks WHERE digest = ?1", [digest.to_hex()])?;
+        tx.execute(
+            "INSERT INTO payloads(digest, manifest, size, stored, verified, updated_at) VALUES(?1, ?2, ?3, 0, 0, ?4)
+             ON CONFLICT(digest) DO UPDATE SET stored = 0, verified = 0, updated_at = excluded.updated_at",
+            params![digest.to_hex(), manifest.to_hex(), size as i64, now() as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends one chunk at `offset`; the chunk counts once this returns.
+    pub fn put_chunk(&mut self, digest: &Sha256Digest, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO payload_chunks(digest, offset, data) VALUES(?1, ?2, ?3)",
+            params![digest.to_hex(), offset as i64, data],
+        )?;
+        tx.execute(
+            "UPDATE payloads SET stored = ?2, updated_at = ?3 WHERE digest = ?1",
+            params![digest.to_hex(), (offset + data.len() as u64) as i64, now() as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a fully stored payload as verified.
+    pub fn mark_payload_verified(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE payloads SET verified = 1 WHERE digest = ?1 AND stored = size", [digest.to_hex()])?;
+        Ok(())
+    }
+
+    /// Deletes a payload and its chunks.
+    pub fn delete_payload(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM payload_chunks WHERE digest = ?1", [digest.to_hex()])?;
+        self.conn.execute("DELETE FROM payloads WHERE digest = ?1", [digest.to_hex()])?;
+        Ok(())
+    }
+
+    /// Digests of all stored payloads.
+    pub fn payload_digests(&self) -> Result<Vec<Sha256Digest>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT digest FROM payloads")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.filter_map(|r| r.ok()).filter_map(|h| h.parse().ok()).collect())
+    }
+
+    /// The release number of the manifest a stored payload belongs to.
+    pub fn payload_manifest_release(&self, digest: &Sha256Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT m.release FROM payloads p JOIN manifests m ON m.digest = p.manifest WHERE p.digest = ?1",
+                [digest.to_hex()],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|r| r as u64))
+    }
+
+    /// A reader over a stored payload's chunks, in order.
+    pub fn payload_reader(&self, digest: &Sha256Digest) -> PayloadReader<'_> {
+        PayloadReader { store: self, digest: digest.to_hex(), offset: 0, chunk: Vec::new(), pos: 0 }
+    }
+
+    // --- journal --------------------------------------------------------------------
+
+    /// Opens a journal entry in state `started`.
+    pub fn journal_start(&self, e: &JournalEntry) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO journal(channel, release, commit_id, manifest, from_slot, to_slot, state, boots, started_at, updated_at)
+             VALUES(?1, ?2, ?3, ?4, ?5, ?6, 'started', 0, ?7, ?7)",
+            params![e.channel, e.release as i64, e.commit, e.manifest, e.from_slot, e.to_slot, now() as i64],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Moves a journal entry to `state` (durably: `synchronous=FULL`).
+    pub fn journal_set(&self, id: i64, state: JournalState, failure: Option<(Reason, &str)>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE journal SET state = ?2, reason = COALESCE(?3, reason), message = COALESCE(?4, message), updated_at = ?5 WHERE id = ?1",
+            params![id, state.as_str(), failure.map(|f| f.0.code()), failure.map(|f| f.1), now() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Counts one more boot into a trial.
+    pub fn journal_add_boot(&self, id: i64) -> Result<u32, StoreError> {
+        self.conn.execute("UPDATE journal SET boots = boots + 1 WHERE id = ?1", [id])?;
+        Ok(self.conn.query_row("SELECT boots FROM journal WHERE id = ?1", [id], |r| r.get(0))?)
+    }
+
+    /// The most recent entries, newest first.
+    pub fn journal(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, channel, release, commit_id, manifest, from_slot, to_slot, state, boots, reason, message, started_at, updated_at
+             FROM journal ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(JournalEntry {
+                id: r.get(0)?,
+                channel: r.get(1)?,
+                release: r.get::<_, i64>(2)? as u64,
+                commit: r.get(3)?,
+                manifest: r.get(4)?,
+                from_slot: r.get(5)?,
+                to_slot: r.get(6)?,
+                state: JournalState::parse(&r.get::<_, String>(7)?),
+                boots: r.get(8)?,
+                reason: r.get(9)?,
+                message: r.get(10)?,
+                started_at: r.get::<_, i64>(11)? as u64,
+                updated_at: r.get::<_, i64>(12)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest journal entry.
+    pub fn last_journal(&self) -> Result<Option<JournalEntry>, StoreError> {
+        Ok(self.journal(1)?.into_iter().next())
+    }
+
+    // --- refused releases -----------------------------------------------------------
+
+    /// Records that a release must not be tried again.
+    pub fn refuse(&self, channel: &str, release: u64, reason: Reason, message: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO refused(channel, release, reason, message, at) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![channel, release as i64, reason.code(), message, now() as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Why a release was refused, if it was.
+    pub fn refusal(&self, channel: &str, release: u64) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT reason, message FROM refused WHERE channel = ?1 AND release = ?2",
+                params![channel, release as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    // --- events ---------------------------------------------------------------------
+
+    /// Records an event in the outbox.
+    pub fn record_event(
+        &self,
+        kind: &str,
+        release: Option<u64>,
+        reason: Option<Reason>,
+        message: &str,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO events(at, kind, release, reason, message) VALUES(?1, ?2, ?3, ?4, ?5)",
+            params![now() as i64, kind, release.map(|r| r as i64), reason.map(|r| r.code()), message],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The newest event that carries a failure reason.
+    pub fn last_failure(&self) -> Result<Option<Event>, StoreError> {
+        Ok(self.events("WHERE reason IS NOT NULL", 1)?.into_iter().next())
+    }
+
+    /// The most recent events, newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.events("", limit)
+    }
+
+    fn events(&self, filter: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT seq, at, kind, release, reason, message FROM events {filter} ORDER BY seq DESC LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(Event {
+                seq: r.get(0)?,
+                at: r.get::<_, i64>(1)? as u64,
+                kind: r.get(2)?,
+                release: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                reason: r.get(4)?,
+                message: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Reads a stored payload chunk by chunk.
+pub struct PayloadReader<'a> {
+    store: &'a Store,
+    digest: String,
+    offset: u64,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PayloadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.chunk.len() {
+            let next: Option<Vec<u8>> = self
+                .store
+                .conn
+                .query_row(
+                    "SELECT data FROM payload_chunks WHERE digest = ?1 AND offset = ?2",
+                    params![self.digest, self.offset as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(io::Error::other)?;
+            match next {
+                None => return Ok(0),
+                Some(data) => {
+                    self.offset += data.len() as u64;
+                    self.chunk = data;
+                    self.pos = 0;
+                    if self.chunk.is_empty() {
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_chunks_round_trip_and_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Store::open(dir.path()).expect("open");
+        let d = Sha256Digest::of(b"x");
+        s.begin_payload(&d, &d, 5).expect("begin");
+        s.put_chunk(&d, 0, b"hel").expect("chunk");
+        s.put_chunk(&d, 3, b"lo").expect("chunk");
+        s.mark_payload_verified(&d).expect("verify");
+        assert!(s.payload_verified(&d).expect("q"));
+        let mut out = String::new();
+        s.payload_reader(&d).read_to_string(&mut out).expect("read");
+        assert_eq!(out, "hello");
+        drop(s);
+        let s = Store::open(dir.path()).expect("reopen migrates nothing twice");
+        assert_eq!(s.integrity_check().expect("check"), "ok");
+        let e = JournalEntry {
+            id: 0,
+            channel: "c".into(),
+            release: 1,
+            commit: "x".into(),
+            manifest: "m".into(),
+            from_slot: None,
+            to_slot: "a".into(),
+            state: JournalState::Started,
+            boots: 0,
+            reason: None,
+            message: None,
+            started_at: 0,
+            updated_at: 0,
+        };
+        let id = s.journal_start(&e).expect("start");
+        s.journal_set(id, JournalState::RolledBack, Some((Reason::HealthFailed, "exit 1"))).expect("set");
+        let last = s.last_journal().expect("q").expect("entry");
+        assert_eq!(last.state, JournalState::RolledBack);
+        assert_eq!(last.reason.as_deref(), Some("health-failed"));
+    }
+}

@@ -1,0 +1,70 @@
+//! `bundler index refresh`: re-signs a channel index with a later expiry and the next
+//! version, changing nothing else. Run it from a timer well inside the expiry so devices
+//! never see a frozen channel.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use ferry_proto::index::ChannelIndex;
+use ferry_proto::{layout, ChannelName, DocKind, Envelope, Limits};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::keyfile;
+use crate::mirror::Mirror;
+
+/// `bundler index refresh`.
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    /// Mirror directory.
+    #[arg(long)]
+    mirror: PathBuf,
+    /// Channel whose index to refresh.
+    #[arg(long)]
+    channel: ChannelName,
+    /// Private key of the `index` role.
+    #[arg(long)]
+    index_key: PathBuf,
+    /// New validity, from now.
+    #[arg(long, default_value = "7d", value_parser = crate::clock::parse_duration)]
+    expires: Duration,
+}
+
+/// Runs `bundler index refresh`.
+pub fn refresh(args: &RefreshArgs) -> Result<()> {
+    let limits = Limits::default();
+    let mirror = Mirror::new(&args.mirror);
+    let root = mirror.trusted_root(None, &limits)?;
+    let key = keyfile::load_private(&args.index_key)?;
+    keyfile::ensure_in_role(&key, &root.root().index, "index", &args.index_key)?;
+    let old = mirror.index(&root, &args.channel, &limits)?.with_context(|| {
+        format!("channel {} has no index in {} yet: publish a release first", args.channel, args.mirror.display())
+    })?;
+    let now = crate::clock::now()?;
+    let index = ChannelIndex {
+        version: old.version + 1,
+        created: now,
+        expires: now + args.expires.as_secs(),
+        ..(*old).clone()
+    };
+    write_index(&mirror, &root, &key, &index, &limits)?;
+    println!(
+        "channel {} index version {} expires {}",
+        args.channel,
+        index.version,
+        crate::clock::rfc3339(index.expires)
+    );
+    Ok(())
+}
+
+/// Signs, self-verifies and writes a channel index.
+pub fn write_index(
+    mirror: &Mirror,
+    root: &ferry_proto::VerifiedRoot,
+    key: &ferry_proto::SigningKey,
+    index: &ChannelIndex,
+    limits: &Limits,
+) -> Result<()> {
+    let bytes = Envelope::sign(DocKind::Index, index.to_bytes(), &[key]).encode();
+    root.verify_index(&bytes, limits).context("the signed index does not verify")?;
+    mirror.write(&layout::index_path(&index.channel), &bytes)
+}

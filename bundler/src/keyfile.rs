@@ -1,0 +1,56 @@
+//! Key files: private keys as PKCS#8 PEM (mode 0600), public keys as SPKI PEM beside them
+//! (`FILE.pub`). Either kind of file is accepted where only the public key is needed.
+
+use anyhow::{bail, Context, Result};
+use ferry_proto::{PublicKey, SigningKey};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Reads a private key.
+pub fn load_private(path: &Path) -> Result<SigningKey> {
+    let pem = fs::read_to_string(path).with_context(|| format!("reading private key {}", path.display()))?;
+    SigningKey::from_pem(&pem).with_context(|| format!("loading private key {}", path.display()))
+}
+
+/// Reads a public key from a public or a private key file.
+pub fn load_public(path: &Path) -> Result<PublicKey> {
+    let pem = fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    if pem.contains("PRIVATE KEY") {
+        return Ok(SigningKey::from_pem(&pem).with_context(|| format!("loading key {}", path.display()))?.public());
+    }
+    PublicKey::from_pem(&pem).with_context(|| format!("loading public key {}", path.display()))
+}
+
+/// Writes a new key pair: `out` (0600, refusing to overwrite) and `out.pub`.
+pub fn write_new(out: &Path, key: &SigningKey) -> Result<PathBuf> {
+    let pem = key.to_pem()?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {} (an existing key is never overwritten)", out.display()))?;
+    file.write_all(pem.as_bytes())?;
+    file.sync_all()?;
+    let pub_path = public_path(out);
+    fs::write(&pub_path, key.public().to_pem()).with_context(|| format!("writing {}", pub_path.display()))?;
+    Ok(pub_path)
+}
+
+/// `FILE.pub`.
+pub fn public_path(private: &Path) -> PathBuf {
+    let mut s = private.as_os_str().to_owned();
+    s.push(".pub");
+    PathBuf::from(s)
+}
+
+/// Fails unless `key` is one of `role`'s keys in `root`.
+pub fn ensure_in_role(key: &SigningKey, role: &ferry_proto::Role, role_name: &str, path: &Path) -> Result<()> {
+    let id = key.public().id();
+    if !role.keys.contains(&id) {
+        bail!("key {} (id {}) is not a {role_name} key of the mirror's trust root", path.display(), &id.to_hex()[..16]);
+    }
+    Ok(())
+}
