@@ -173,7 +173,7 @@ impl Agent {
         }
         // Step 3: validate the whole tree before writing anything.
         let validated = crate::git::validate_tree(&objects, &tree, &self.cfg.git_limits)?;
-        fail::fail_point!("apply::after-validate");
+        crate::crash_point!("apply::after-validate");
 
         // Step 4: the inactive slot.
         let from = self.slots.current()?;
@@ -194,9 +194,9 @@ impl Agent {
             updated_at: 0,
         })?;
         let dir = self.slots.prepare_empty(to)?;
-        fail::fail_point!("apply::after-prepare");
+        crate::crash_point!("apply::after-prepare");
         let stats = crate::git::checkout(&objects, &validated, &dir)?;
-        fail::fail_point!("apply::after-checkout");
+        crate::crash_point!("apply::after-checkout");
         self.slots.write_record(
             to,
             &SlotRecord {
@@ -208,15 +208,15 @@ impl Agent {
             },
         )?;
         tracing::info!(release = manifest.release, slot = %to, files = stats.files, bytes = stats.bytes, "slot written");
-        fail::fail_point!("apply::after-record");
+        crate::crash_point!("apply::after-record");
 
         // Step 5: journal, then switch.
         self.store.journal_set(journal_id, JournalState::Switching, None)?;
-        fail::fail_point!("apply::before-switch");
+        crate::crash_point!("apply::before-switch");
         self.slots.switch_to(to)?;
         self.store.journal_set(journal_id, JournalState::Trial, None)?;
         self.store.record_event("switched", Some(manifest.release), None, &format!("current -> slot {to}"))?;
-        fail::fail_point!("apply::after-switch");
+        crate::crash_point!("apply::after-switch");
 
         // Steps 6–7.
         let outcome = self.trial(journal_id)?;
@@ -246,7 +246,7 @@ impl Agent {
             bytes = outcome.bytes_read,
             "pack imported"
         );
-        fail::fail_point!("apply::after-import");
+        crate::crash_point!("apply::after-import");
         Ok(())
     }
 
@@ -267,7 +267,7 @@ impl Agent {
             if !activate.is_ok() {
                 return Err(hook_failure(Reason::ActivateFailed, "activate", &activate));
             }
-            fail::fail_point!("apply::before-health");
+            crate::crash_point!("apply::before-health");
             let health = crate::hooks::run_health(&spec, &env, &limits)?;
             if !health.is_ok() {
                 return Err(hook_failure(Reason::HealthFailed, "health check", &health));
@@ -298,14 +298,14 @@ impl Agent {
     /// refuses the release.
     pub(crate) fn roll_back(&mut self, entry: &JournalEntry, failure: Failure) -> Result<(), Failure> {
         self.store.journal_set(entry.id, JournalState::RollingBack, Some((failure.reason, &failure.message)))?;
-        fail::fail_point!("apply::rollback::before-switch");
+        crate::crash_point!("apply::rollback::before-switch");
         let from: Option<SlotId> = entry.from_slot.as_deref().and_then(|s| s.parse().ok());
         let failed: SlotId = entry.to_slot.parse().map_err(|e| Failure::new(Reason::Io, e))?;
         match from {
             Some(slot) if self.slots.read_record(slot)?.is_some() => self.slots.switch_to(slot)?,
             _ => self.slots.clear_current()?,
         }
-        fail::fail_point!("apply::rollback::after-switch");
+        crate::crash_point!("apply::rollback::after-switch");
         let limits = self.hook_limits();
         // The failed release's rollback hook undoes what its activate did…
         if let Ok(spec) = crate::hooks::load(&self.slots.slot_path(failed)) {

@@ -251,7 +251,7 @@ fn copy_verified(store: &mut crate::store::Store, file: &mut dyn Read, p: &Paylo
         hash.update(&buf[..n]);
         store.put_chunk(&p.sha256, offset, &buf[..n])?;
         offset += n as u64;
-        fail::fail_point!("intake::after-chunk");
+        crate::crash_point!("intake::after-chunk");
     }
     if file.read(&mut [0u8; 1])? != 0 {
         return Err(Failure::new(

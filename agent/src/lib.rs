@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod crash;
 pub mod failure;
 pub mod fsutil;
 pub mod git;
