@@ -333,6 +333,8 @@ impl Agent {
                 }
             }
         }
+        // The failed tree stays on disk for inspection but is no longer a release.
+        self.slots.discard_record(failed)?;
         self.store.journal_set(entry.id, JournalState::RolledBack, None)?;
         self.store.refuse(&entry.channel, entry.release, failure.reason, &failure.message)?;
         self.store.record_event("rolled-back", Some(entry.release), Some(failure.reason), &failure.message)?;

@@ -394,6 +394,23 @@ impl Slots {
         Ok(())
     }
 
+    /// Removes a slot's record, so the slot no longer counts as a complete release: used
+    /// on the slot of a release that failed its trial, which must never become a rollback
+    /// target. Refuses the active slot. Fsyncs the slot directory.
+    pub fn discard_record(&self, id: SlotId) -> Result<(), SlotError> {
+        if self.current()? == Some(id) {
+            return Err(SlotError::SlotIsCurrent { slot: id });
+        }
+        let dir = self.slot_path(id);
+        let record = dir.join(RECORD_FILE_NAME);
+        match fs::remove_file(&record) {
+            Ok(()) => fsutil::fsync_dir(&dir).map_err(SlotError::io("fsync", &dir))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SlotError::io("remove", &record)(e)),
+        }
+        Ok(())
+    }
+
     /// Removes `current` (a device back to "no release"), used when the very first
     /// release fails its trial and there is no slot to switch back to. Fsyncs the state
     /// directory. Absent `current` is fine.

@@ -6,6 +6,7 @@
 //! code (0 ok, 1 failure or rejection, 64 bad usage).
 
 mod clock;
+mod demo;
 mod export;
 mod git;
 mod index_cmd;
@@ -60,6 +61,9 @@ enum Command {
     },
     /// Copy what a USB stick needs for one channel (trust history, index, latest release).
     Export(export::ExportArgs),
+    /// Run Ferry end to end in ./ferry-demo: repo, keys, mirror, and a real ferry-agent
+    /// applying a full release, a delta, and a failing release that is rolled back.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -118,6 +123,7 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Verify(args) => return verify::run(&args),
         Command::Inspect { path } => inspect::run(&path)?,
         Command::Export(args) => export::run(&args)?,
+        Command::Demo(args) => demo::run(&args)?,
     }
     Ok(true)
 }
