@@ -119,6 +119,11 @@ impl Agent {
 
     /// True when the object store holds commit `id` (a usable delta base).
     pub fn holds_commit(&self, id: &GitOid) -> bool {
+        // A query must not write: a device that never imported holds nothing, and
+        // `objects()` would record its object format.
+        if self.store.setting("object_format").ok().flatten().is_none() {
+            return false;
+        }
         let Ok(objects) = self.objects(id.format()) else { return false };
         gix_hash::ObjectId::from_hex(id.as_str().as_bytes()).map(|oid| objects.contains(&oid)).unwrap_or(false)
     }
@@ -153,6 +158,19 @@ impl Agent {
         manifest: &Verified<ReleaseManifest>,
         payload: &PayloadRef,
     ) -> Result<ApplyOutcome, Failure> {
+        let result = self.apply_verified(manifest, payload);
+        if result.is_err() {
+            // Drop what a refused release left in the object store.
+            self.prune();
+        }
+        result
+    }
+
+    fn apply_verified(
+        &mut self,
+        manifest: &Verified<ReleaseManifest>,
+        payload: &PayloadRef,
+    ) -> Result<ApplyOutcome, Failure> {
         self.check_policy(manifest)?;
         if !self.store.payload_verified(&payload.sha256)? {
             return Err(Failure::new(Reason::DigestMismatch, "payload is not stored and verified"));
@@ -175,15 +193,33 @@ impl Agent {
         let validated = crate::git::validate_tree(&objects, &tree, &self.cfg.git_limits)?;
         crate::crash_point!("apply::after-validate");
 
+        let record = SlotRecord {
+            release: manifest.release,
+            commit: manifest.snapshot_commit.to_string(),
+            tree: manifest.snapshot_tree.to_string(),
+            channel: manifest.channel.to_string(),
+            written_at: 0,
+        };
+        self.install(&objects, &validated, record, manifest.digest().to_hex())
+    }
+
+    /// Steps 4–7 for a validated tree: write the inactive slot, journal, switch, trial.
+    fn install(
+        &mut self,
+        objects: &ObjectStore,
+        validated: &crate::git::ValidatedTree,
+        mut record: SlotRecord,
+        manifest_digest: String,
+    ) -> Result<ApplyOutcome, Failure> {
         // Step 4: the inactive slot.
         let from = self.slots.current()?;
         let to = self.slots.inactive()?;
         let journal_id = self.store.journal_start(&JournalEntry {
             id: 0,
-            channel: manifest.channel.to_string(),
-            release: manifest.release,
-            commit: manifest.snapshot_commit.to_string(),
-            manifest: manifest.digest().to_hex(),
+            channel: record.channel.clone(),
+            release: record.release,
+            commit: record.commit.clone(),
+            manifest: manifest_digest,
             from_slot: from.map(|s| s.to_string()),
             to_slot: to.to_string(),
             state: JournalState::Started,
@@ -195,19 +231,11 @@ impl Agent {
         })?;
         let dir = self.slots.prepare_empty(to)?;
         crate::crash_point!("apply::after-prepare");
-        let stats = crate::git::checkout(&objects, &validated, &dir)?;
+        let stats = crate::git::checkout(objects, validated, &dir)?;
         crate::crash_point!("apply::after-checkout");
-        self.slots.write_record(
-            to,
-            &SlotRecord {
-                release: manifest.release,
-                commit: manifest.snapshot_commit.to_string(),
-                tree: manifest.snapshot_tree.to_string(),
-                channel: manifest.channel.to_string(),
-                written_at: crate::store::now(),
-            },
-        )?;
-        tracing::info!(release = manifest.release, slot = %to, files = stats.files, bytes = stats.bytes, "slot written");
+        record.written_at = crate::store::now();
+        self.slots.write_record(to, &record)?;
+        tracing::info!(release = record.release, slot = %to, files = stats.files, bytes = stats.bytes, "slot written");
         crate::crash_point!("apply::after-record");
 
         // Step 5: journal, then switch.
@@ -215,7 +243,7 @@ impl Agent {
         crate::crash_point!("apply::before-switch");
         self.slots.switch_to(to)?;
         self.store.journal_set(journal_id, JournalState::Trial, None)?;
-        self.store.record_event("switched", Some(manifest.release), None, &format!("current -> slot {to}"))?;
+        self.store.record_event("switched", Some(record.release), None, &format!("current -> slot {to}"))?;
         crate::crash_point!("apply::after-switch");
 
         // Steps 6–7.
@@ -224,6 +252,33 @@ impl Agent {
             self.prune();
         }
         Ok(outcome)
+    }
+
+    /// Compares the active slot with its release tree. Read-only.
+    pub fn drift(&self) -> Result<Option<(SlotRecord, Vec<crate::git::DriftEntry>)>, Failure> {
+        let Some((slot, record)) = self.applied()? else { return Ok(None) };
+        let tree: GitOid = record.tree.parse().map_err(|e| Failure::new(Reason::Malformed, e))?;
+        let objects = self.objects(tree.format())?;
+        let validated = crate::git::validate_tree(&objects, &to_oid(&tree)?, &self.cfg.git_limits)?;
+        let entries = crate::git::diff_dir_against_tree(&objects, &validated, &self.slots.slot_path(slot))?;
+        Ok(Some((record, entries)))
+    }
+
+    /// Restores a drifted active slot: the same release is written afresh into the
+    /// inactive slot and switched to, through the whole protocol (journal, hooks).
+    pub fn restore_drift(&mut self) -> Result<ApplyOutcome, Failure> {
+        let (_, record) =
+            self.applied()?.ok_or_else(|| Failure::new(Reason::Io, "no release is applied; nothing to restore"))?;
+        let tree: GitOid = record.tree.parse().map_err(|e| Failure::new(Reason::Malformed, e))?;
+        let objects = self.objects(tree.format())?;
+        let validated = crate::git::validate_tree(&objects, &to_oid(&tree)?, &self.cfg.git_limits)?;
+        self.store.record_event(
+            "drift-restore",
+            Some(record.release),
+            None,
+            "re-writing the release into the other slot",
+        )?;
+        self.install(&objects, &validated, record, String::new())
     }
 
     fn import(&self, objects: &ObjectStore, manifest: &ReleaseManifest, payload: &PayloadRef) -> Result<(), Failure> {
@@ -462,7 +517,7 @@ pub(crate) fn to_oid(id: &GitOid) -> Result<gix_hash::ObjectId, Failure> {
 }
 
 /// The provisioned root, walked forward through the roots stored from earlier updates.
-fn load_trust(cfg: &Config, store: &Store) -> Result<VerifiedRoot, Failure> {
+pub(crate) fn load_trust(cfg: &Config, store: &Store) -> Result<VerifiedRoot, Failure> {
     let bytes = std::fs::read(&cfg.trust_root).map_err(|e| {
         Failure::new(Reason::TrustRoot, format!("reading trust root {}: {e}", cfg.trust_root.display()))
     })?;

@@ -53,10 +53,80 @@ struct RawConfig {
     mirrors: Vec<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default = "default_poll", with = "humantime_serde_compat")]
+    poll_interval: Duration,
+    metrics_file: Option<PathBuf>,
     #[serde(default)]
     hooks: RawHooks,
     #[serde(default)]
+    fetch: RawFetch,
+    #[serde(default)]
+    drift: RawDrift,
+    #[serde(default)]
     limits: RawLimits,
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFetch {
+    #[serde(default = "default_connect", with = "humantime_serde_compat")]
+    connect_timeout: Duration,
+    #[serde(default = "default_stall", with = "humantime_serde_compat")]
+    stall_timeout: Duration,
+    /// Bytes per second.
+    rate_limit: Option<u64>,
+    proxy: Option<String>,
+    ca_file: Option<PathBuf>,
+    #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
+    max_backoff: Duration,
+}
+
+impl Default for RawFetch {
+    fn default() -> Self {
+        RawFetch {
+            connect_timeout: default_connect(),
+            stall_timeout: default_stall(),
+            rate_limit: None,
+            proxy: None,
+            ca_file: None,
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+fn default_connect() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_stall() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrift {
+    #[serde(default = "default_drift_interval", with = "humantime_serde_compat")]
+    interval: Duration,
+    #[serde(default)]
+    restore: bool,
+}
+
+impl Default for RawDrift {
+    fn default() -> Self {
+        RawDrift { interval: default_drift_interval(), restore: false }
+    }
+}
+
+fn default_drift_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_state_dir() -> PathBuf {
@@ -111,6 +181,41 @@ mod humantime_serde_compat {
     }
 }
 
+/// Where releases come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mirror {
+    /// An HTTP(S) base URL (always ending in `/`).
+    Http(url::Url),
+    /// A directory in the mirror layout, e.g. a USB stick's mount point; skipped while absent.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for Mirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mirror::Http(u) => write!(f, "{u}"),
+            Mirror::Dir(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// HTTP settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchSettings {
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// A transfer with no byte for this long is cut.
+    pub stall_timeout: Duration,
+    /// Download rate cap in bytes per second.
+    pub rate_limit: Option<u64>,
+    /// Proxy URL (otherwise the environment's `HTTPS_PROXY`/`HTTP_PROXY`).
+    pub proxy: Option<String>,
+    /// Extra CA certificates (PEM) trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Longest pause between retries.
+    pub max_backoff: Duration,
+}
+
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -124,8 +229,18 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// This device's id.
     pub device_id: String,
-    /// Mirrors in order of preference: URLs or directories.
-    pub mirrors: Vec<String>,
+    /// Mirrors in order of preference.
+    pub mirrors: Vec<Mirror>,
+    /// How often the daemon polls (jittered by up to a tenth).
+    pub poll_interval: Duration,
+    /// Prometheus textfile to write metrics into.
+    pub metrics_file: Option<PathBuf>,
+    /// HTTP settings.
+    pub fetch: FetchSettings,
+    /// How often to check the active slot for drift.
+    pub drift_interval: Duration,
+    /// Restore a drifted slot (re-apply its release) instead of only reporting.
+    pub drift_restore: bool,
     /// Labels releases may require.
     pub labels: BTreeMap<String, String>,
     /// Cap on hook timeouts.
@@ -185,13 +300,49 @@ impl Config {
         set(&mut git_limits.max_tree_depth, l.max_tree_depth);
         set(&mut git_limits.max_path_len, l.max_path_len);
         set(&mut git_limits.max_tree_entries, l.max_tree_entries);
+        let mut mirrors = Vec::new();
+        for m in &raw.mirrors {
+            if m.starts_with("http://") || m.starts_with("https://") {
+                let mut u = url::Url::parse(m).map_err(|e| invalid("mirrors", format!("{m:?}: {e}")))?;
+                if !u.path().ends_with('/') {
+                    u.set_path(&format!("{}/", u.path()));
+                }
+                mirrors.push(Mirror::Http(u));
+            } else if m.contains("://") {
+                return Err(invalid("mirrors", format!("{m:?}: only http, https and directories are supported")));
+            } else {
+                mirrors.push(Mirror::Dir(base.join(m)));
+            }
+        }
+        if raw.poll_interval < Duration::from_secs(1) {
+            return Err(invalid("poll_interval", "must be at least 1s".into()));
+        }
+        if raw.fetch.rate_limit == Some(0) {
+            return Err(invalid(
+                "fetch.rate_limit",
+                "must be more than 0 bytes per second (omit it for no cap)".into(),
+            ));
+        }
+        let fetch = FetchSettings {
+            connect_timeout: raw.fetch.connect_timeout,
+            stall_timeout: raw.fetch.stall_timeout,
+            rate_limit: raw.fetch.rate_limit,
+            proxy: raw.fetch.proxy,
+            ca_file: raw.fetch.ca_file.map(|p| base.join(p)),
+            max_backoff: raw.fetch.max_backoff,
+        };
         Ok(Config {
             path: path.to_path_buf(),
             channel,
             trust_root: base.join(raw.trust_root),
             state_dir: base.join(raw.state_dir),
             device_id,
-            mirrors: raw.mirrors,
+            mirrors,
+            poll_interval: raw.poll_interval,
+            metrics_file: raw.metrics_file.map(|p| base.join(p)),
+            fetch,
+            drift_interval: raw.drift.interval,
+            drift_restore: raw.drift.restore,
             labels: raw.labels,
             max_hook_timeout: raw.hooks.max_timeout,
             trial_boots: raw.hooks.trial_boots,
@@ -231,6 +382,27 @@ mod tests {
         assert_eq!(c.trust_root, PathBuf::from("/etc/ferry/root.1"));
         assert_eq!(c.state_dir, PathBuf::from("/etc/ferry/state"));
         assert_eq!(c.trial_boots, 3);
+    }
+
+    #[test]
+    fn mirrors_and_daemon_settings() {
+        let text = "channel = \"s\"\ntrust_root = \"r\"\ndevice_id = \"d\"\nmirrors = [\"https://m.example/ferry\", \"usb\"]\n\
+                    poll_interval = \"30s\"\n[fetch]\nrate_limit = 1000\n[drift]\nrestore = true\n";
+        let c = Config::parse(text, Path::new("/etc/ferry/agent.toml")).expect("valid");
+        assert_eq!(c.mirrors[0], Mirror::Http(url::Url::parse("https://m.example/ferry/").expect("url")));
+        assert_eq!(c.mirrors[1], Mirror::Dir(PathBuf::from("/etc/ferry/usb")));
+        assert_eq!(c.poll_interval, Duration::from_secs(30));
+        assert_eq!(c.fetch.rate_limit, Some(1000));
+        assert!(c.drift_restore);
+        let bad = "channel = \"s\"\ntrust_root = \"r\"\ndevice_id = \"d\"\nmirrors = [\"ftp://x\"]\n";
+        assert!(Config::parse(bad, Path::new("a.toml")).expect_err("ftp").to_string().contains("mirrors"));
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        // device_id goes before the file's first table; the file leaves it to /etc/machine-id.
+        let text = format!("device_id = \"example\"\n{}", include_str!("../../deploy/examples/agent.toml"));
+        Config::parse(&text, Path::new("/etc/ferry/agent.toml")).expect("deploy/examples/agent.toml is valid");
     }
 
     #[test]

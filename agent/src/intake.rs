@@ -18,7 +18,6 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use ferry_proto::container::ContainerHeader;
-use ferry_proto::digest::DigestWriter;
 use ferry_proto::manifest::{PayloadKind, PayloadRef};
 use ferry_proto::{layout, Reason, ReleaseManifest, Verified};
 
@@ -204,8 +203,9 @@ fn read_candidate(agent: &Agent, path: &Path) -> Result<Candidate, Failure> {
     Ok(Candidate { manifest, payload, path: path.to_path_buf() })
 }
 
-/// Step 4: copies exactly the signed number of payload bytes into the store, hashing them;
-/// marks the copy verified only when size and digest match. Anything else is deleted.
+/// Step 4: copies exactly the signed number of payload bytes into the store, then hashes
+/// what was stored and marks it verified only when size and digest match. Anything else is
+/// discarded.
 fn store_payload(agent: &mut Agent, c: &Candidate) -> Result<(), Failure> {
     let store = &mut agent.store;
     store.put_manifest(
@@ -219,7 +219,7 @@ fn store_payload(agent: &mut Agent, c: &Candidate) -> Result<(), Failure> {
     }
     let mut file = BufReader::new(fs::File::open(&c.path)?);
     // The header is re-read from the file opened now; the payload bytes that follow are
-    // what gets hashed and stored.
+    // what gets stored, then hashed.
     let header = ContainerHeader::read_from(&mut file, &agent.cfg.limits)?;
     if header.payload_sha256 != c.payload.sha256 || header.manifest != c.manifest.envelope_bytes() {
         return Err(Failure::new(
@@ -227,16 +227,17 @@ fn store_payload(agent: &mut Agent, c: &Candidate) -> Result<(), Failure> {
             format!("{} changed while it was being read", c.path.display()),
         ));
     }
-    store.begin_payload(&c.payload.sha256, &c.manifest.digest(), c.payload.size)?;
-    let result = copy_verified(store, &mut file, &c.payload);
+    if !store.begin_payload(&c.payload.sha256, &c.manifest.digest(), c.payload.size)? {
+        return Ok(()); // verified meanwhile by another writer (the daemon)
+    }
+    let result = copy_payload(store, &mut file, &c.payload);
     if result.is_err() {
-        store.delete_payload(&c.payload.sha256)?;
+        store.discard_unverified_payload(&c.payload.sha256)?;
     }
     result
 }
 
-fn copy_verified(store: &mut crate::store::Store, file: &mut dyn Read, p: &PayloadRef) -> Result<(), Failure> {
-    let mut hash = DigestWriter::default();
+fn copy_payload(store: &mut crate::store::Store, file: &mut dyn Read, p: &PayloadRef) -> Result<(), Failure> {
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < p.size {
@@ -248,8 +249,9 @@ fn copy_verified(store: &mut crate::store::Store, file: &mut dyn Read, p: &Paylo
                 format!("payload is truncated: {offset} of {} signed bytes", p.size),
             ));
         }
-        hash.update(&buf[..n]);
-        store.put_chunk(&p.sha256, offset, &buf[..n])?;
+        if !store.put_chunk(&p.sha256, offset, &buf[..n])? {
+            return Err(Failure::new(Reason::Io, "another writer is storing the same payload; try again"));
+        }
         offset += n as u64;
         crate::crash_point!("intake::after-chunk");
     }
@@ -259,14 +261,9 @@ fn copy_verified(store: &mut crate::store::Store, file: &mut dyn Read, p: &Paylo
             format!("payload is longer than its signed size of {} bytes", p.size),
         ));
     }
-    let got = hash.finish();
-    if got != p.sha256 {
-        return Err(Failure::new(
-            Reason::DigestMismatch,
-            format!("payload digest {got} differs from the signed {}", p.sha256),
-        ));
+    if !store.verify_and_mark(&p.sha256, p.size)? {
+        return Err(Failure::new(Reason::DigestMismatch, format!("payload does not hash to the signed {}", p.sha256)));
     }
-    store.mark_payload_verified(&p.sha256)?;
     Ok(())
 }
 

@@ -8,12 +8,16 @@
 pub mod agent;
 pub mod config;
 pub mod crash;
+pub mod drift;
 pub mod failure;
+pub mod freshness;
 pub mod fsutil;
 pub mod git;
 pub mod hooks;
 pub mod intake;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod reconcile;
 pub mod slots;
 pub mod status;

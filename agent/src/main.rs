@@ -36,6 +36,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Also compare the active slot with its release tree (drift); exits 1 on drift.
+        #[arg(long)]
+        verify: bool,
     },
     /// Show past apply attempts and events.
     History {
@@ -99,12 +102,38 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Status { json } => {
+        Command::Status { json, verify } => {
+            let drift = if verify { Some(ferry_agent::drift::check(&cfg)?) } else { None };
             let s = status::status(&cfg)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
+                let mut v = serde_json::to_value(&s)?;
+                if let Some(d) = &drift {
+                    v["drift"] = serde_json::json!({
+                        "paths": d.entries.iter().map(|e| e.path.display().to_string()).collect::<Vec<_>>(),
+                        "restored": d.restored,
+                    });
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", s.render());
+                if let Some(d) = &drift {
+                    if d.entries.is_empty() {
+                        println!(
+                            "{:<12} none: the slot matches release {}",
+                            "drift",
+                            d.release.map(|r| r.to_string()).unwrap_or("-".into())
+                        );
+                    }
+                    for e in &d.entries {
+                        println!("{:<12} {} ({})", "drift", e.path.display(), e.kind);
+                    }
+                    if d.restored {
+                        println!("{:<12} restored: the release was written afresh and switched to", "drift");
+                    }
+                }
+            }
+            if drift.is_some_and(|d| !d.entries.is_empty() && !d.restored) {
+                return Ok(ExitCode::from(1));
             }
         }
         Command::History { json, limit } => {

@@ -15,7 +15,8 @@ use ferry_proto::{Reason, Sha256Digest};
 /// Payload chunk size.
 pub const CHUNK: usize = 1 << 20;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE trust_roots(version INTEGER PRIMARY KEY, envelope BLOB NOT NULL, stored_at INTEGER NOT NULL);
 CREATE TABLE manifests(digest TEXT PRIMARY KEY, channel TEXT NOT NULL, release INTEGER NOT NULL,
     envelope BLOB NOT NULL, stored_at INTEGER NOT NULL);
@@ -31,7 +32,13 @@ CREATE TABLE refused(channel TEXT NOT NULL, release INTEGER NOT NULL, reason TEX
 CREATE TABLE events(seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, kind TEXT NOT NULL,
     release INTEGER, reason TEXT, message TEXT NOT NULL);
 CREATE TABLE settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"#];
+"#,
+    r#"
+ALTER TABLE payloads ADD COLUMN validator TEXT;
+CREATE TABLE mirror_state(mirror TEXT NOT NULL, path TEXT NOT NULL, etag TEXT, body BLOB,
+    PRIMARY KEY(mirror, path));
+"#,
+];
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -280,27 +287,73 @@ impl Store {
             .unwrap_or(false))
     }
 
-    /// Starts (or restarts from zero) storing a payload.
+    /// Starts (or restarts from zero) storing a payload. A payload already verified is
+    /// left alone (returns false): it is immutable from then on.
     pub fn begin_payload(
         &mut self,
         digest: &Sha256Digest,
         manifest: &Sha256Digest,
         size: u64,
-    ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+    ) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let verified: Option<bool> = tx
+            .query_row("SELECT verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| r.get(0))
+            .optional()?;
+        if verified == Some(true) {
+            return Ok(false);
+        }
         tx.execute("DELETE FROM payload_chunks WHERE digest = ?1", [digest.to_hex()])?;
         tx.execute(
             "INSERT INTO payloads(digest, manifest, size, stored, verified, updated_at) VALUES(?1, ?2, ?3, 0, 0, ?4)
-             ON CONFLICT(digest) DO UPDATE SET stored = 0, verified = 0, updated_at = excluded.updated_at",
+             ON CONFLICT(digest) DO UPDATE SET stored = 0, verified = 0, validator = NULL, updated_at = excluded.updated_at",
             params![digest.to_hex(), manifest.to_hex(), size as i64, now() as i64],
         )?;
         tx.commit()?;
+        Ok(true)
+    }
+
+    /// Registers a payload for a resumable download without discarding what is stored.
+    pub fn ensure_payload(&self, digest: &Sha256Digest, manifest: &Sha256Digest, size: u64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO payloads(digest, manifest, size, stored, verified, updated_at) VALUES(?1, ?2, ?3, 0, 0, ?4)",
+            params![digest.to_hex(), manifest.to_hex(), size as i64, now() as i64],
+        )?;
         Ok(())
     }
 
-    /// Appends one chunk at `offset`; the chunk counts once this returns.
-    pub fn put_chunk(&mut self, digest: &Sha256Digest, offset: u64, data: &[u8]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+    /// Bytes stored so far and the HTTP validator the download started with.
+    pub fn payload_progress(&self, digest: &Sha256Digest) -> Result<Option<(u64, Option<String>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT stored, validator FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Remembers the validator (ETag) a download's bytes belong to.
+    pub fn set_payload_validator(&self, digest: &Sha256Digest, validator: Option<&str>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE payloads SET validator = ?2 WHERE digest = ?1 AND verified = 0",
+            params![digest.to_hex(), validator],
+        )?;
+        Ok(())
+    }
+
+    /// Appends one chunk at `offset`, which must be exactly the bytes stored so far; the
+    /// chunk counts once this returns. Refused (false) for a verified payload or when
+    /// `offset` is not the end of what is stored (another writer got there first).
+    pub fn put_chunk(&mut self, digest: &Sha256Digest, offset: u64, data: &[u8]) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let row: Option<(i64, bool)> = tx
+            .query_row("SELECT stored, verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        match row {
+            Some((stored, false)) if stored as u64 == offset => {}
+            _ => return Ok(false),
+        }
         tx.execute(
             "INSERT OR REPLACE INTO payload_chunks(digest, offset, data) VALUES(?1, ?2, ?3)",
             params![digest.to_hex(), offset as i64, data],
@@ -310,12 +363,73 @@ impl Store {
             params![digest.to_hex(), (offset + data.len() as u64) as i64, now() as i64],
         )?;
         tx.commit()?;
+        Ok(true)
+    }
+
+    /// Hashes the stored chunks and marks the payload verified when they are exactly
+    /// `size` bytes with digest `digest`, all inside one write transaction so no other
+    /// writer can change them in between. What is verified is what is stored.
+    pub fn verify_and_mark(&mut self, digest: &Sha256Digest, size: u64) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut hash = ferry_proto::digest::DigestWriter::default();
+        {
+            let mut stmt = tx.prepare("SELECT offset, data FROM payload_chunks WHERE digest = ?1 ORDER BY offset")?;
+            let mut rows = stmt.query([digest.to_hex()])?;
+            while let Some(row) = rows.next()? {
+                let offset: i64 = row.get(0)?;
+                if offset as u64 != hash.len() {
+                    return Ok(false);
+                }
+                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                hash.update(data);
+            }
+        }
+        if hash.len() != size || hash.finish() != *digest {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE payloads SET verified = 1, stored = ?2 WHERE digest = ?1",
+            params![digest.to_hex(), size as i64],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    // --- mirror state ---------------------------------------------------------------
+
+    /// The ETag and body last seen for `path` on `mirror`.
+    pub fn mirror_state(&self, mirror: &str, path: &str) -> Result<Option<(Option<String>, Vec<u8>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT etag, body FROM mirror_state WHERE mirror = ?1 AND path = ?2", [mirror, path], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Remembers the ETag and body of a verified document.
+    pub fn set_mirror_state(
+        &self,
+        mirror: &str,
+        path: &str,
+        etag: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO mirror_state(mirror, path, etag, body) VALUES(?1, ?2, ?3, ?4)",
+            params![mirror, path, etag, body],
+        )?;
         Ok(())
     }
 
-    /// Marks a fully stored payload as verified.
-    pub fn mark_payload_verified(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
-        self.conn.execute("UPDATE payloads SET verified = 1 WHERE digest = ?1 AND stored = size", [digest.to_hex()])?;
+    /// Deletes a payload that did not verify (a verified one is left alone).
+    pub fn discard_unverified_payload(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM payload_chunks WHERE digest = ?1 AND EXISTS
+               (SELECT 1 FROM payloads WHERE digest = ?1 AND verified = 0)",
+            [digest.to_hex()],
+        )?;
+        self.conn.execute("DELETE FROM payloads WHERE digest = ?1 AND verified = 0", [digest.to_hex()])?;
         Ok(())
     }
 
@@ -526,12 +640,15 @@ mod tests {
     fn payload_chunks_round_trip_and_journal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Store::open(dir.path()).expect("open");
-        let d = Sha256Digest::of(b"x");
-        s.begin_payload(&d, &d, 5).expect("begin");
-        s.put_chunk(&d, 0, b"hel").expect("chunk");
-        s.put_chunk(&d, 3, b"lo").expect("chunk");
-        s.mark_payload_verified(&d).expect("verify");
+        let d = Sha256Digest::of(b"hello");
+        assert!(s.begin_payload(&d, &d, 5).expect("begin"));
+        assert!(s.put_chunk(&d, 0, b"hel").expect("chunk"));
+        assert!(!s.put_chunk(&d, 0, b"xx").expect("chunk at a stale offset is refused"));
+        assert!(s.put_chunk(&d, 3, b"lo").expect("chunk"));
+        assert!(s.verify_and_mark(&d, 5).expect("verify"));
         assert!(s.payload_verified(&d).expect("q"));
+        assert!(!s.put_chunk(&d, 5, b"!").expect("a verified payload is immutable"));
+        assert!(!s.begin_payload(&d, &d, 5).expect("a verified payload is not reset"));
         let mut out = String::new();
         s.payload_reader(&d).read_to_string(&mut out).expect("read");
         assert_eq!(out, "hello");

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod chaos;
 pub mod fixture;
+pub mod hostile;
 pub mod trees;
 
 /// Paths of the built binaries.

@@ -48,6 +48,20 @@ pub enum DriftKind {
     TypeChanged,
 }
 
+impl std::fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DriftKind::Added => "added",
+            DriftKind::Removed => "removed",
+            DriftKind::Modified { content: true, mode: true } => "content and mode changed",
+            DriftKind::Modified { content: true, .. } => "content changed",
+            DriftKind::Modified { .. } => "mode changed",
+            DriftKind::SymlinkTarget => "symlink target changed",
+            DriftKind::TypeChanged => "type changed",
+        })
+    }
+}
+
 /// Lists the paths of `dir` that differ from `tree`, sorted by path. `store` supplies the
 /// object format used to hash file contents.
 pub fn diff_dir_against_tree(
