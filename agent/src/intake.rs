@@ -166,9 +166,10 @@ fn note_mirror_layout(agent: &mut Agent, dir: &Path, say: &mut dyn FnMut(String)
         .root()
         .verify_index(&bytes, &agent.config().limits)
         .map_err(|e| agent.reject(None, Failure::from(e).context(index_path.display())))?;
-    let seen: u64 = agent.store().setting("index_version")?.and_then(|v| v.parse().ok()).unwrap_or(0);
-    match index.check_policy(&agent.config().channel, seen, crate::store::now()) {
-        Ok(()) => agent.store().set_setting("index_version", &index.version.to_string())?,
+    let seen = crate::freshness::seen(agent.store())?;
+    let now = crate::freshness::effective_now(crate::store::now(), &seen);
+    match index.check_policy(&agent.config().channel, seen.index_version, now) {
+        Ok(()) => crate::freshness::record(agent.store(), &index)?,
         Err(e) if e.reason() == Reason::Expired => {
             let msg = format!("{e}; using the signed releases on the medium anyway");
             tracing::warn!("{msg}");
