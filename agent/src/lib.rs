@@ -8,8 +8,10 @@
 pub mod agent;
 pub mod config;
 pub mod crash;
+pub mod daemon;
 pub mod drift;
 pub mod failure;
+pub mod fetch;
 pub mod freshness;
 pub mod fsutil;
 pub mod git;

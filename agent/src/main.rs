@@ -25,6 +25,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run as the service: poll the mirrors, download with resume, apply, report. Under
+    /// systemd (Type=notify) it signals readiness and pings the watchdog; SIGHUP reloads
+    /// the config, SIGTERM stops after the current step.
+    Run {
+        /// One poll cycle, then exit: 0 when converged, 1 with the reason when not.
+        #[arg(long)]
+        once: bool,
+    },
     /// Import and apply the newest release from a .ferry file, a directory of them, or a
     /// mirror layout (e.g. a USB stick written by `bundler export`).
     Import {
@@ -63,14 +71,7 @@ fn main() -> ExitCode {
             return if usage { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    init_logging(matches!(cli.command, Command::Run { .. }));
     let _failpoints = fail::FailScenario::setup();
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -79,6 +80,15 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let Command::Run { once } = cli.command {
+        return match ferry_agent::daemon::run(&cli.config, once) {
+            Ok(code) => ExitCode::from(code),
+            Err(f) => {
+                eprintln!("ferry-agent: error: {f}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match run(cfg, cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -88,8 +98,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr. Under systemd (`JOURNAL_STREAM` set) without timestamps or colour,
+/// since journald adds its own; the service logs at `info`, one-shot commands at `warn`.
+fn init_logging(service: bool) {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let default = if service { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = !journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter(filter);
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Run { .. } => unreachable_run(),
         Command::Import { path } => {
             let mut agent = Agent::open(cfg)?;
             let result = intake::import_path(&mut agent, &path, &mut |line| println!("{line}"));
@@ -156,6 +183,11 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `run` is dispatched before the one-shot commands.
+fn unreachable_run() {
+    tracing::error!("internal: `run` reached the one-shot dispatcher");
 }
 
 fn report(outcome: &ApplyOutcome) -> ExitCode {

@@ -10,9 +10,10 @@
 //! |                          |                      | hooks, or roll back once `trial_boots` hit  |
 //! | rolling-back             | either               | finish the rollback                         |
 //!
-//! Stray temporaries (link temporaries, slot trash, record temporaries) are removed first.
+//! Stray temporaries (link temporaries, slot trash, record temporaries) and what an
+//! interrupted pack import left in `objects/pack` are removed first.
 
-use ferry_proto::Reason;
+use ferry_proto::{ObjectFormat, Reason};
 
 use crate::agent::Agent;
 use crate::failure::Failure;
@@ -21,7 +22,7 @@ use crate::store::JournalState;
 
 /// Brings journal and slots in line with `current`.
 pub fn reconcile(agent: &mut Agent) -> Result<(), Failure> {
-    let removed = agent.slots.remove_stray_temporaries()?;
+    let removed = agent.slots.remove_stray_temporaries()? + remove_interrupted_imports(agent)?;
     if removed > 0 {
         tracing::info!(removed, "removed stray temporaries");
     }
@@ -59,6 +60,17 @@ pub fn reconcile(agent: &mut Agent) -> Result<(), Failure> {
         }
         JournalState::Committed | JournalState::RolledBack | JournalState::Aborted => Ok(()),
     }
+}
+
+/// Removes gix temporaries and packs still marked `.keep` from `objects/pack`: the import
+/// that wrote them never finished, so nothing journaled needs them. Left in place, a `.keep`
+/// pack would stay for ever: re-importing the same payload finds the pack present and
+/// writes nothing, so the import that would have removed the mark never does.
+fn remove_interrupted_imports(agent: &Agent) -> Result<usize, Failure> {
+    // No object format recorded: nothing was ever imported.
+    let Some(format) = agent.store.setting("object_format")? else { return Ok(0) };
+    let format: ObjectFormat = format.parse().map_err(|e| Failure::new(Reason::Io, format!("state database: {e}")))?;
+    Ok(agent.objects(format)?.remove_interrupted_imports()?)
 }
 
 fn abort(agent: &Agent, id: i64, release: u64, why: &str) -> Result<(), Failure> {

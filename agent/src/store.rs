@@ -165,13 +165,21 @@ pub struct Event {
     pub message: String,
 }
 
+/// A document's ETag and body as last fetched from a mirror.
+pub type CachedDocument = (Option<String>, Vec<u8>);
+
 /// The open database.
 pub struct Store {
     conn: Connection,
 }
 
-/// Now in Unix seconds.
+/// Now in Unix seconds. Builds with the test-only `failpoints` feature honour
+/// `FERRY_FAKE_NOW` (Unix seconds), so tests can set the clock back or to 1970.
 pub fn now() -> u64 {
+    #[cfg(feature = "failpoints")]
+    if let Some(fake) = std::env::var("FERRY_FAKE_NOW").ok().and_then(|v| v.parse().ok()) {
+        return fake;
+    }
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -398,7 +406,7 @@ impl Store {
     // --- mirror state ---------------------------------------------------------------
 
     /// The ETag and body last seen for `path` on `mirror`.
-    pub fn mirror_state(&self, mirror: &str, path: &str) -> Result<Option<(Option<String>, Vec<u8>)>, StoreError> {
+    pub fn mirror_state(&self, mirror: &str, path: &str) -> Result<Option<CachedDocument>, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT etag, body FROM mirror_state WHERE mirror = ?1 AND path = ?2", [mirror, path], |r| {

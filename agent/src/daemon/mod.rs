@@ -1,0 +1,196 @@
+//! `ferry-agent run`: the long-running service that keeps a device converged.
+//!
+//! Set-up order: logging (in `main`), config, runtime, signal handlers, then the loop:
+//! reconcile, poll every mirror ([`cycle`]), write metrics, tell systemd, sleep the poll
+//! interval with jitter. SIGHUP reloads the config and polls at once; SIGTERM/SIGINT stop
+//! after the current step (a download is cut — committed chunks stay; an apply that has
+//! started is finished, since it must not be abandoned midway). The watchdog is pinged
+//! from its own task. Drift is checked on its own interval.
+
+pub mod cycle;
+pub mod sink;
+pub mod source;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_proto::Reason;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::failure::Failure;
+use crate::fetch::{FetchConfig, Fetcher, RetryPolicy};
+use crate::metrics::{self, Metric};
+use crate::notify::Notifier;
+use crate::store::Store;
+use cycle::{Counters, Cycle};
+use source::Source;
+
+/// Retry policy for a config.
+pub fn retry_policy(cfg: &Config) -> RetryPolicy {
+    RetryPolicy {
+        min_delay: Duration::from_secs(1).min(cfg.fetch.max_backoff),
+        max_delay: cfg.fetch.max_backoff,
+        max_attempts: 8,
+    }
+}
+
+/// A uniform fraction in [0, 1) for poll jitter.
+fn random_fraction() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn fetcher(cfg: &Config) -> Result<Fetcher, Failure> {
+    let fc = FetchConfig {
+        connect_timeout: cfg.fetch.connect_timeout,
+        stall_timeout: cfg.fetch.stall_timeout,
+        rate_limit: cfg.fetch.rate_limit,
+        proxy: cfg.fetch.proxy.clone(),
+        extra_ca: cfg.fetch.ca_file.clone(),
+        user_agent: format!("ferry-agent/{}", env!("CARGO_PKG_VERSION")),
+    };
+    Ok(Fetcher::new(&fc)?)
+}
+
+/// Runs the daemon; with `once`, one cycle and out. Returns the process exit code.
+pub fn run(config_path: &Path, once: bool) -> Result<u8, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(Reason::Io, format!("starting the runtime: {e}")))?;
+    runtime.block_on(main_loop(config_path, once))
+}
+
+async fn main_loop(config_path: &Path, once: bool) -> Result<u8, Failure> {
+    let notifier = Notifier::from_env();
+    let mut cfg = Config::load(config_path).map_err(|e| Failure::new(Reason::Malformed, e))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::new(Reason::Io, e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::new(Reason::Io, e))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Failure::new(Reason::Io, e))?;
+    if let Some(every) = crate::notify::watchdog_interval() {
+        tokio::spawn(async move {
+            let n = Notifier::from_env();
+            loop {
+                n.watchdog();
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    // Reconcile before anything else (a crash or reboot may have interrupted a trial).
+    let c2 = cfg.clone();
+    tokio::task::spawn_blocking(move || Agent::open(c2).map(|_| ()))
+        .await
+        .map_err(|e| Failure::new(Reason::Io, e.to_string()))??;
+    record_event(&cfg, "agent-start", &format!("ferry-agent {} started", env!("CARGO_PKG_VERSION")));
+    notifier.ready(&format!(
+        "polling {} mirror(s) every {}",
+        cfg.mirrors.len(),
+        humantime::format_duration(cfg.poll_interval)
+    ));
+
+    let counters = Arc::new(Counters::default());
+    let mut fetch = fetcher(&cfg)?;
+    let mut last_drift = Instant::now() - cfg.drift_interval;
+    loop {
+        let sources: Vec<Source> = cfg.mirrors.iter().map(|m| Source::new(m, &fetch, &retry_policy(&cfg))).collect();
+        notifier.status("polling");
+        let outcome = tokio::select! {
+            r = cycle::run(&cfg, &sources, &counters, &stop_rx) => r,
+            _ = term.recv() => { let _ = stop_tx.send(true); break; }
+            _ = int.recv() => { let _ = stop_tx.send(true); break; }
+        };
+        let status = finish_cycle(&cfg, &counters, &outcome);
+        notifier.status(&status);
+        tracing::info!("{status}");
+        if once {
+            return Ok(match outcome {
+                Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => 0,
+                Ok(Cycle::RolledBack { .. }) | Err(_) => {
+                    println!("{status}");
+                    1
+                }
+            });
+        }
+        if last_drift.elapsed() >= cfg.drift_interval {
+            last_drift = Instant::now();
+            let c2 = cfg.clone();
+            if let Ok(Err(f)) = tokio::task::spawn_blocking(move || crate::drift::check(&c2)).await {
+                tracing::warn!(reason = %f.reason, "drift check: {}", f.message);
+            }
+        }
+        let pause = cfg.poll_interval.mul_f64(0.9 + 0.2 * random_fraction());
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                notifier.reloading();
+                match Config::load(config_path) {
+                    Ok(new) => match fetcher(&new) {
+                        Ok(f) => { cfg = new; fetch = f; tracing::info!("configuration reloaded"); }
+                        Err(e) => tracing::error!("reload refused, keeping the old configuration: {e}"),
+                    },
+                    Err(e) => tracing::error!("reload refused, keeping the old configuration: {e}"),
+                }
+                notifier.ready("configuration reloaded");
+            }
+        }
+    }
+    notifier.stopping();
+    tracing::info!("stopping");
+    Ok(0)
+}
+
+fn record_event(cfg: &Config, kind: &str, message: &str) {
+    if let Err(e) = Store::open(&cfg.state_dir).and_then(|s| s.record_event(kind, None, None, message)) {
+        tracing::error!("recording an event: {e}");
+    }
+}
+
+/// Books the cycle's outcome into metrics and events; returns a one-line status.
+fn finish_cycle(cfg: &Config, counters: &Counters, outcome: &Result<Cycle, Failure>) -> String {
+    let status = match outcome {
+        Ok(Cycle::Converged { release: Some(r), note: None }) => format!("converged: release {r} is applied"),
+        Ok(Cycle::Converged { release: None, note: None }) => "converged: no release applied".to_string(),
+        Ok(Cycle::Converged { release, note: Some(n) }) => {
+            format!("converged on release {}: {n}", release.map(|r| r.to_string()).unwrap_or_else(|| "none".into()))
+        }
+        Ok(Cycle::Applied { release }) => format!("applied release {release}"),
+        Ok(Cycle::RolledBack { release, failure }) => format!("release {release} rolled back: {failure}"),
+        Err(f) => format!("not converged: {f}"),
+    };
+    let result = tokio::task::block_in_place(|| -> Result<(), Failure> {
+        let store = Store::open(&cfg.state_dir)?;
+        metrics::add(&store, Metric::DownloadBytes, counters.downloaded.swap(0, Ordering::Relaxed))?;
+        metrics::add(&store, Metric::Retries, counters.retries.swap(0, Ordering::Relaxed))?;
+        let now = crate::store::now();
+        match outcome {
+            Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => metrics::set(&store, Metric::LastSuccess, now)?,
+            _ => metrics::set(&store, Metric::LastFailure, now)?,
+        }
+        if let Some(path) = &cfg.metrics_file {
+            let applied = match crate::slots::Slots::open(&cfg.state_dir)?.current()? {
+                Some(s) => crate::slots::Slots::open(&cfg.state_dir)?.read_record(s)?.map(|r| r.release),
+                None => None,
+            };
+            let text = metrics::render(&store, applied, cfg.channel.as_str())?;
+            metrics::write(path, &text).map_err(|e| Failure::new(Reason::Io, format!("{}: {e}", path.display())))?;
+        }
+        Ok(())
+    });
+    if let Err(f) = result {
+        tracing::error!("metrics: {f}");
+    }
+    status
+}
