@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod names;
 pub mod payload;
 pub mod reason;
+pub mod report;
 pub mod trust;
 pub mod verified;
 
