@@ -66,6 +66,9 @@ pub struct ReportBatch {
     pub format: u32,
     /// The device's id.
     pub device_id: String,
+    /// The device's public key (what signs this batch; enrolled on first use where the
+    /// operator allows it).
+    pub device_key: PublicKey,
     /// Unix seconds when the batch was made.
     pub created: u64,
     /// Routine records compacted away on the device since the last acknowledged batch.
@@ -124,6 +127,11 @@ impl ReportBatch {
         let keys = [(device_key.id(), *device_key)].into_iter().collect();
         env.verify_role(DocKind::ReportBatch, "device", &role, &keys)?;
         let batch: ReportBatch = decode_document("report batch", &env.payload)?;
+        if batch.device_key != *device_key {
+            return Err(BatchError::Inconsistent(
+                "the batch names another device key than the one that signed it".into(),
+            ));
+        }
         if batch.format != REPORT_FORMAT {
             return Err(EnvelopeError::Unsupported { what: "report batch", version: batch.format }.into());
         }
@@ -138,10 +146,11 @@ impl ReportBatch {
 mod tests {
     use super::*;
 
-    fn batch() -> ReportBatch {
+    fn batch(key: &SigningKey) -> ReportBatch {
         ReportBatch {
             format: REPORT_FORMAT,
             device_id: "pump-17".into(),
+            device_key: key.public(),
             created: 1_700_000_000,
             dropped: 3,
             status: DeviceStatus {
@@ -167,9 +176,9 @@ mod tests {
     fn signed_batches_verify_and_tampering_is_refused() {
         let key = SigningKey::generate().expect("rng");
         let other = SigningKey::generate().expect("rng");
-        let bytes = batch().sign(&key);
+        let bytes = batch(&key).sign(&key);
         let l = Limits::default();
-        assert_eq!(ReportBatch::verify(&bytes, &key.public(), &l).expect("verifies"), batch());
+        assert_eq!(ReportBatch::verify(&bytes, &key.public(), &l).expect("verifies"), batch(&key));
         assert_eq!(ReportBatch::peek(&bytes, &l).expect("peek").device_id, "pump-17");
         assert_eq!(
             ReportBatch::verify(&bytes, &other.public(), &l).expect_err("other key").reason(),
@@ -180,7 +189,7 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(ReportBatch::verify(&bad, &key.public(), &l).is_err(), "flip at {i} accepted");
         }
-        let mut unordered = batch();
+        let mut unordered = batch(&key);
         unordered.records.swap(0, 1);
         let err = ReportBatch::verify(&unordered.sign(&key), &key.public(), &l).expect_err("unordered");
         assert_eq!(err.reason(), Reason::Malformed);
