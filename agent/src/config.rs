@@ -13,6 +13,10 @@
 //! trial_boots = 3                       # boots a trial may span before it counts as failed
 //! [limits]
 //! max_envelope = 1048576
+//! [reports]
+//! url = "https://ops.example.com/v1/reports"   # absent: reports only leave on a USB stick
+//! interval = "15m"                      # default: the poll interval
+//! max_outbox_bytes = 1048576            # routine events are compacted beyond this
 //! ```
 
 use serde::Deserialize;
@@ -64,7 +68,24 @@ struct RawConfig {
     drift: RawDrift,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    reports: RawReports,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReports {
+    url: Option<String>,
+    #[serde(default, with = "humantime_serde_compat::option")]
+    interval: Option<Duration>,
+    max_outbox_bytes: Option<u64>,
+}
+
+/// Smallest `[reports] max_outbox_bytes` accepted.
+pub const MIN_OUTBOX_BYTES: u64 = 16 << 10;
+
+/// Default `[reports] max_outbox_bytes`.
+pub const DEFAULT_OUTBOX_BYTES: u64 = 1 << 20;
 
 fn default_poll() -> Duration {
     Duration::from_secs(300)
@@ -179,6 +200,15 @@ mod humantime_serde_compat {
         humantime::parse_duration(&s)
             .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like 30s or 5m: {e}")))
     }
+
+    pub mod option {
+        use serde::Deserializer;
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
 }
 
 /// Where releases come from.
@@ -216,6 +246,20 @@ pub struct FetchSettings {
     pub max_backoff: Duration,
 }
 
+/// Where and how often reports go home (the `[reports]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// `POST` endpoint for report batches; `None`: reports leave only with
+    /// `ferry-agent export-reports`.
+    pub url: Option<url::Url>,
+    /// Least time between two upload passes (they follow a poll cycle). Default: the poll
+    /// interval.
+    pub interval: Duration,
+    /// Outbox size beyond which routine events are compacted, in bytes (message lengths
+    /// plus a fixed overhead per event).
+    pub max_outbox_bytes: u64,
+}
+
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -251,6 +295,8 @@ pub struct Config {
     pub limits: Limits,
     /// Pack and tree limits.
     pub git_limits: GitLimits,
+    /// Status reports.
+    pub reports: ReportSettings,
 }
 
 impl Config {
@@ -282,8 +328,17 @@ impl Config {
                 .map(|s| s.trim().to_string())
                 .map_err(|e| invalid("device_id", format!("not set and /etc/machine-id is unreadable: {e}")))?,
         };
-        if device_id.is_empty() || device_id.len() > 128 || device_id.chars().any(|c| c.is_control() || c == '/') {
-            return Err(invalid("device_id", format!("{device_id:?} must be 1-128 printable characters without '/'")));
+        // It names report files (`reports/<device_id>/`), so it must be one path component.
+        if device_id.is_empty()
+            || device_id.len() > 128
+            || device_id.chars().any(|c| c.is_control() || c == '/')
+            || device_id == "."
+            || device_id == ".."
+        {
+            return Err(invalid(
+                "device_id",
+                format!("{device_id:?} must be 1-128 printable characters without '/', and not . or .."),
+            ));
         }
         if raw.hooks.trial_boots == 0 {
             return Err(invalid("hooks.trial_boots", "must be at least 1".into()));
@@ -323,6 +378,23 @@ impl Config {
                 "must be more than 0 bytes per second (omit it for no cap)".into(),
             ));
         }
+        let reports = ReportSettings {
+            url: match &raw.reports.url {
+                None => None,
+                Some(u) => {
+                    let parsed = url::Url::parse(u).map_err(|e| invalid("reports.url", format!("{u:?}: {e}")))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(invalid("reports.url", format!("{u:?}: only http and https are supported")));
+                    }
+                    Some(parsed)
+                }
+            },
+            interval: raw.reports.interval.unwrap_or(raw.poll_interval),
+            max_outbox_bytes: raw.reports.max_outbox_bytes.unwrap_or(DEFAULT_OUTBOX_BYTES),
+        };
+        if reports.max_outbox_bytes < MIN_OUTBOX_BYTES {
+            return Err(invalid("reports.max_outbox_bytes", format!("must be at least {MIN_OUTBOX_BYTES}")));
+        }
         let fetch = FetchSettings {
             connect_timeout: raw.fetch.connect_timeout,
             stall_timeout: raw.fetch.stall_timeout,
@@ -348,6 +420,7 @@ impl Config {
             trial_boots: raw.hooks.trial_boots,
             limits,
             git_limits,
+            reports,
         })
     }
 }
@@ -403,6 +476,32 @@ mod tests {
         // device_id goes before the file's first table; the file leaves it to /etc/machine-id.
         let text = format!("device_id = \"example\"\n{}", include_str!("../../deploy/examples/agent.toml"));
         Config::parse(&text, Path::new("/etc/ferry/agent.toml")).expect("deploy/examples/agent.toml is valid");
+    }
+
+    #[test]
+    fn reports_section_defaults_and_checks() {
+        let base = "channel = \"s\"\ntrust_root = \"r\"\ndevice_id = \"d\"\npoll_interval = \"2m\"\n";
+        let c = Config::parse(base, Path::new("a.toml")).expect("valid");
+        assert_eq!(c.reports.url, None);
+        assert_eq!(c.reports.interval, Duration::from_secs(120), "defaults to the poll interval");
+        assert_eq!(c.reports.max_outbox_bytes, DEFAULT_OUTBOX_BYTES);
+        let text = format!(
+            "{base}[reports]\nurl = \"http://10.0.0.1:8080/v1/reports\"\ninterval = \"1h\"\nmax_outbox_bytes = 65536\n"
+        );
+        let c = Config::parse(&text, Path::new("a.toml")).expect("valid");
+        assert_eq!(c.reports.url.as_ref().map(|u| u.as_str()), Some("http://10.0.0.1:8080/v1/reports"));
+        assert_eq!(c.reports.interval, Duration::from_secs(3600));
+        assert_eq!(c.reports.max_outbox_bytes, 65536);
+        for (bad, key) in [
+            ("[reports]\nurl = \"ftp://x/\"\n", "reports.url"),
+            ("[reports]\nmax_outbox_bytes = 10\n", "reports.max_outbox_bytes"),
+            ("[reports]\nuri = \"http://x/\"\n", "uri"),
+        ] {
+            let err = Config::parse(&format!("{base}{bad}"), Path::new("a.toml")).expect_err(bad);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let dots = Config::parse("channel = \"s\"\ntrust_root = \"r\"\ndevice_id = \"..\"\n", Path::new("a.toml"));
+        assert!(dots.expect_err("..").to_string().contains("device_id"));
     }
 
     #[test]

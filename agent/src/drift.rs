@@ -4,7 +4,7 @@
 //! written afresh into the other slot and switched to through the whole apply protocol
 //! (so the rollback target is replaced by the clean copy).
 
-use crate::agent::Agent;
+use crate::agent::{Agent, ApplyOutcome};
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::git::DriftEntry;
@@ -40,9 +40,16 @@ pub fn check(cfg: &Config) -> Result<DriftReport, Failure> {
     agent.store().record_event("drift", Some(record.release), None, &message)?;
     let mut restored = false;
     if cfg.drift_restore {
-        agent.restore_drift()?;
-        metrics::set(agent.store(), Metric::DriftPaths, 0)?;
-        restored = true;
+        match agent.restore_drift()? {
+            ApplyOutcome::Committed { .. } => {
+                metrics::set(agent.store(), Metric::DriftPaths, 0)?;
+                restored = true;
+            }
+            // The clean copy failed its health check: switched back to the drifted slot.
+            ApplyOutcome::RolledBack { failure, .. } => {
+                tracing::warn!(release = record.release, "drift restore rolled back: {failure}");
+            }
+        }
     }
     Ok(DriftReport { release: Some(record.release), entries, restored })
 }

@@ -1,5 +1,6 @@
-//! Durable file-system primitives: fsync a directory, replace a file atomically, fsync a
-//! whole tree, and name temporaries so a restart can find and remove the ones a crash left.
+//! Durable file-system primitives: fsync a directory, replace a file atomically, create a
+//! file once (never replacing it), fsync a whole tree, and name temporaries so a restart can
+//! find and remove the ones a crash left.
 //!
 //! Everything here is blocking and Linux-first (`File::open(dir)?.sync_all()` is how a
 //! directory entry is made durable there). A replacement is atomic against crashes and
@@ -13,6 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -86,7 +88,7 @@ pub(crate) fn write_file_atomically_with(
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no UTF-8 file name"))?;
     let dir = parent_dir(path);
 
-    let (temp_path, file) = create_new_temp(dir, file_name)?;
+    let (temp_path, file) = create_new_temp(dir, file_name, 0o666)?;
     let result = fill_and_rename(file, bytes, &temp_path, path, before_rename);
     if result.is_err() {
         // Gone already when the rename succeeded and only the directory fsync failed.
@@ -110,11 +112,40 @@ fn fill_and_rename(
     fsync_dir(parent_dir(path))
 }
 
-fn create_new_temp(dir: &Path, file_name: &str) -> io::Result<(PathBuf, File)> {
+/// Creates `path` holding `bytes`, durably and with permission bits `mode` (before the
+/// umask), unless a file of that name exists: the bytes are written and fsynced under a
+/// temporary name created with `mode` (so they are never readable more widely), then
+/// hard-linked to `path` — a link never replaces — and the temporary removed. Returns false,
+/// leaving `path` alone, when it already existed; of two processes racing, both end up
+/// reading the one complete file the first link made.
+pub fn create_file_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<bool> {
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no UTF-8 file name"))?;
+    let dir = parent_dir(path);
+    let (temp_path, mut file) = create_new_temp(dir, file_name, mode)?;
+    let linked = (|| {
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        match fs::hard_link(&temp_path, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let removed = fs::remove_file(&temp_path);
+    let created = linked?;
+    removed?;
+    fsync_dir(dir)?;
+    Ok(created)
+}
+
+fn create_new_temp(dir: &Path, file_name: &str, mode: u32) -> io::Result<(PathBuf, File)> {
     let mut last_error = None;
     for _ in 0..MAX_NAME_ATTEMPTS {
         let temp_path = dir.join(temp_name(file_name));
-        match OpenOptions::new().write(true).create_new(true).open(&temp_path) {
+        match OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp_path) {
             Ok(file) => return Ok((temp_path, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_error = Some(e),
             Err(e) => return Err(e),
@@ -218,6 +249,18 @@ mod tests {
         fs::write(dir.path().join("record"), b"x").unwrap();
         assert_eq!(remove_atomic_temporaries(dir.path(), "record").unwrap(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn create_once_never_replaces_and_keeps_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        assert!(create_file_atomically(&path, b"first", 0o600).unwrap());
+        assert!(!create_file_atomically(&path, b"second", 0o600).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
     }
 
     #[test]

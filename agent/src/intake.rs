@@ -48,6 +48,11 @@ pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) 
     let files = if single {
         vec![path.to_path_buf()]
     } else {
+        // Reports the operator stored came back acknowledged on the same medium.
+        match crate::export::apply_ack_file(agent.store(), &agent.config().device_id, path) {
+            Ok(outcome) => outcome.describe().into_iter().for_each(&mut *say),
+            Err(f) => say(format!("note: ack file not applied: {f}")),
+        }
         note_mirror_layout(agent, path, say)?;
         ferry_files(path)?
     };
@@ -166,17 +171,15 @@ fn note_mirror_layout(agent: &mut Agent, dir: &Path, say: &mut dyn FnMut(String)
         .root()
         .verify_index(&bytes, &agent.config().limits)
         .map_err(|e| agent.reject(None, Failure::from(e).context(index_path.display())))?;
-    let seen = crate::freshness::seen(agent.store())?;
-    let now = crate::freshness::effective_now(crate::store::now(), &seen);
-    match index.check_policy(&agent.config().channel, seen.index_version, now) {
-        Ok(()) => crate::freshness::record(agent.store(), &index)?,
-        Err(e) if e.reason() == Reason::Expired => {
-            let msg = format!("{e}; using the signed releases on the medium anyway");
+    match crate::freshness::check_index(agent.store(), &index, &agent.config().channel, crate::store::now()) {
+        Ok(_) => crate::freshness::record(agent.store(), &index)?,
+        Err(e) if e.reason == Reason::Expired => {
+            let msg = format!("{}; using the signed releases on the medium anyway", e.message);
             tracing::warn!("{msg}");
             agent.store().record_event("index-expired", None, Some(Reason::Expired), &msg)?;
             say(format!("note: {msg}"));
         }
-        Err(e) => return Err(agent.reject(None, Failure::from(e).context(index_path.display()))),
+        Err(e) => return Err(agent.reject(None, e.context(index_path.display()))),
     }
     Ok(())
 }

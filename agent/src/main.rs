@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use ferry_agent::agent::{Agent, ApplyOutcome};
 use ferry_agent::config::{Config, DEFAULT_PATH};
+use ferry_agent::export;
+use ferry_agent::identity::Identity;
 use ferry_agent::intake::{self, ImportResult};
 use ferry_agent::status;
 
@@ -60,6 +62,20 @@ enum Command {
     /// Switch back to the release in the other slot, through the same protocol (hooks,
     /// health check); the release rolled away from is not re-applied.
     Rollback,
+    /// Show this device's identity: its id, and the key that signs its reports (made on
+    /// first use), for the operator to enrol.
+    Identity {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write pending reports to DIR (e.g. a USB stick) as signed batch files, after applying
+    /// the acknowledgement `bundler reports import` left there. Reports stay on the device
+    /// until acknowledged.
+    ExportReports {
+        /// An existing directory, e.g. the stick's mount point.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -170,6 +186,27 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", h.render());
             }
+        }
+        Command::Identity { json } => {
+            let id = Identity::load_or_create(&cfg.state_dir)?;
+            let public = id.public().to_pem();
+            if json {
+                let v = serde_json::json!({
+                    "device_id": cfg.device_id,
+                    "key_id": id.key_id().to_hex(),
+                    "public_key": public,
+                    "key_file": id.path().display().to_string(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<12} {}", "device", cfg.device_id);
+                println!("{:<12} {}", "key id", id.key_id());
+                println!("{:<12} {}", "key file", id.path().display());
+                print!("{public}");
+            }
+        }
+        Command::ExportReports { dir } => {
+            export::export_reports(&cfg, &dir, &mut |line| println!("{line}"))?;
         }
         Command::Rollback => {
             let mut agent = Agent::open(cfg)?;

@@ -149,7 +149,7 @@ fn ser_state<S: serde::Serializer>(s: &JournalState, ser: S) -> Result<S::Ok, S:
 }
 
 /// One recorded event.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// Per-device sequence number.
     pub seq: i64,
@@ -209,6 +209,11 @@ impl Store {
             tx.commit()?;
         }
         Ok(())
+    }
+
+    /// The connection, for the modules that own a table's SQL (the report outbox).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// `PRAGMA integrity_check` result ("ok" when sound).
@@ -571,9 +576,14 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// The newest event that carries a failure reason.
+    /// The newest event that carries a failure reason. Once the operator's side has
+    /// acknowledged (and so removed) it, the copy the outbox kept (see
+    /// [`crate::outbox::LAST_FAILURE_KEY`]); every event still held is newer than that one.
     pub fn last_failure(&self) -> Result<Option<Event>, StoreError> {
-        Ok(self.events("WHERE reason IS NOT NULL", 1)?.into_iter().next())
+        if let Some(e) = self.events("WHERE reason IS NOT NULL", 1)?.into_iter().next() {
+            return Ok(Some(e));
+        }
+        Ok(self.setting(crate::outbox::LAST_FAILURE_KEY)?.and_then(|json| serde_json::from_str(&json).ok()))
     }
 
     /// The most recent events, newest first.

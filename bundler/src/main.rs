@@ -1,21 +1,29 @@
 //! `bundler`: Ferry's operator CLI. Turns git refs into signed releases on a mirror,
-//! manages keys and the trust root, verifies and inspects what a mirror holds, and exports
-//! what a USB stick needs.
+//! manages keys and the trust root, verifies and inspects what a mirror holds, exports
+//! what a USB stick needs, serves a mirror and takes devices' reports home (over HTTP or
+//! from a USB stick) into a fleet database it can show.
 //!
 //! `main` is thin: parse, run one command, print an error once in one line, exit with a
 //! code (0 ok, 1 failure or rejection, 64 bad usage).
 
 mod clock;
 mod demo;
+mod device_id;
+mod devices;
 mod export;
+mod fleet;
+mod fleetdb;
 mod git;
 mod index_cmd;
+mod ingest;
 mod inspect;
 mod keyfile;
 mod mirror;
 mod payload;
 mod progress;
 mod release;
+mod reports_import;
+mod serve;
 mod trust_cmd;
 mod verify;
 
@@ -64,6 +72,16 @@ enum Command {
     /// Run Ferry end to end in ./ferry-demo: repo, keys, mirror, and a real ferry-agent
     /// applying a full release, a delta, and a failing release that is rolled back.
     Demo(demo::DemoArgs),
+    /// Serve a mirror over HTTP and accept devices' signed report batches (POST /v1/reports).
+    Serve(serve::ServeArgs),
+    /// Enroll devices (their public keys) and list them.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// Take devices' reports home from a USB stick.
+    #[command(subcommand)]
+    Reports(reports_import::ReportsCommand),
+    /// Show every device's last reported state, pending releases, and per-release counts.
+    Fleet(fleet::FleetArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,15 +107,22 @@ fn main() -> ExitCode {
             return if usage { ExitCode::from(64) } else { ExitCode::SUCCESS };
         }
     };
-    tracing_subscriber::fmt()
+    // The server logs what it serves and refuses, with timestamps unless under systemd (the
+    // journal adds its own); one-shot commands log only warnings.
+    let serve = matches!(cli.command, Command::Serve(_));
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .without_time()
-        .init();
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if serve { "info" } else { "warn" })),
+        );
+    if serve && !journal {
+        logs.init();
+    } else {
+        logs.without_time().init();
+    }
     match run(cli.command) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -124,6 +149,10 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Inspect { path } => inspect::run(&path)?,
         Command::Export(args) => export::run(&args)?,
         Command::Demo(args) => demo::run(&args)?,
+        Command::Serve(args) => serve::run(&args)?,
+        Command::Devices(command) => devices::run(&command)?,
+        Command::Reports(command) => return reports_import::run(&command),
+        Command::Fleet(args) => fleet::run(&args)?,
     }
     Ok(true)
 }

@@ -4,16 +4,21 @@
 //! 2. fetch the channel index conditionally (ETag), verify it, check channel, version
 //!    (never below the highest seen) and expiry (judged by [`crate::freshness`]);
 //! 3. if it names a release newer than the applied one: fetch its manifest by digest,
-//!    verify it and check policy; a release not for this device, or refused before, leaves
-//!    the device converged where it is;
+//!    verify it and check policy (its not-after judged by the later of the clock, the
+//!    latest signing time seen and this index's); a release not for this device, or
+//!    refused before, leaves the device converged where it is;
 //! 4. choose the smallest usable payload (a delta whose base is held, else the full one),
-//!    download it into SQLite with resume, hash what was stored;
-//! 5. apply it through the engine, under the state lock, on a blocking thread.
+//!    download it into SQLite with resume, hash what was stored. If the store refuses a
+//!    chunk, another ferry-agent (an import) took the payload over: wait for its state lock,
+//!    then use what it did (verified, or applied) or resume from what it left;
+//! 5. apply it through the engine, under the state lock, on a blocking thread; a release
+//!    applied meanwhile by an import is convergence, not a rejection.
 //!
 //! A mirror that fails (network, verification) is reported and the next one is tried.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_proto::manifest::{PayloadKind, PayloadRef};
 use ferry_proto::{layout, Reason, ReleaseManifest, Sha256Digest, Verified, VerifiedRoot};
@@ -24,8 +29,12 @@ use crate::agent::{Agent, ApplyOutcome};
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::fetch::{Conditional, Resume};
+use crate::lock::StateLock;
 use crate::metrics::{self, Metric};
 use crate::store::Store;
+
+/// Longest wait for another ferry-agent (an import) that took over a payload being downloaded.
+const LOCK_WAIT: Duration = Duration::from_secs(3600);
 
 /// How a cycle ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +54,9 @@ pub struct Counters {
     pub downloaded: AtomicU64,
     /// Retried attempts.
     pub retries: AtomicU64,
+    /// True while an apply runs: the service loop must not cut the cycle then (an apply
+    /// is never abandoned midway), so a signal waits for the outcome.
+    pub applying: AtomicBool,
 }
 
 /// Runs one cycle over all mirrors.
@@ -126,14 +138,17 @@ async fn one_mirror(
         Conditional::Body { bytes, etag } => (bytes, etag),
     };
     let index = root.verify_index(&bytes, limits)?;
-    let seen = tokio::task::block_in_place(|| crate::freshness::seen(&store))?;
-    let now = crate::freshness::effective_now(crate::store::now(), &seen);
-    index.check_policy(&cfg.channel, seen.index_version, now)?;
+    let now = tokio::task::block_in_place(|| {
+        crate::freshness::check_index(&store, &index, &cfg.channel, crate::store::now())
+    })?;
     tokio::task::block_in_place(|| -> Result<(), Failure> {
         crate::freshness::record(&store, &index)?;
         store.set_mirror_state(&key, &index_rel, etag.as_deref(), &bytes)?;
         Ok(())
     })?;
+    // The verified index's signing time is evidence of the time too: a clock behind it (or
+    // at 1970 after a boot without one) must not make a release past its not-after acceptable.
+    let now = now.max(index.created);
 
     // Step 3: is there anything newer?
     let applied = applied_release(cfg)?;
@@ -173,21 +188,29 @@ async fn one_mirror(
 
     // Step 5: apply on a blocking thread, holding the state lock; never abandoned midway.
     let cfg2 = cfg.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<ApplyOutcome, Failure> {
+    counters.applying.store(true, Ordering::SeqCst);
+    let outcome = tokio::task::spawn_blocking(move || -> Result<Option<ApplyOutcome>, Failure> {
         let mut agent = Agent::open(cfg2)?;
-        agent.apply(&manifest, &payload).map_err(|f| agent.reject(Some(manifest.release), f))
+        // Someone else (an import from a USB stick) may have applied it while we downloaded:
+        // that is convergence, not a rejection to record.
+        if agent.applied()?.is_some_and(|(_, r)| r.release >= manifest.release) {
+            return Ok(None);
+        }
+        agent.apply(&manifest, &payload).map(Some).map_err(|f| agent.reject(Some(manifest.release), f))
     })
-    .await
-    .map_err(|e| Failure::new(Reason::Io, format!("apply thread: {e}")))?;
+    .await;
+    counters.applying.store(false, Ordering::SeqCst);
+    let outcome = outcome.map_err(|e| Failure::new(Reason::Io, format!("apply thread: {e}")))??;
     match outcome {
-        Ok(ApplyOutcome::Committed { release, .. }) => Ok(Cycle::Applied { release }),
-        Ok(ApplyOutcome::RolledBack { release, failure }) => {
+        Some(ApplyOutcome::Committed { release, .. }) => Ok(Cycle::Applied { release }),
+        Some(ApplyOutcome::RolledBack { release, failure }) => {
             tokio::task::block_in_place(|| metrics::add(&store, Metric::Rollbacks, 1))?;
             Ok(Cycle::RolledBack { release, failure })
         }
-        // Someone else (an import from a USB stick) applied it first: converged.
-        Err(f) if f.reason == Reason::Rollback => Ok(Cycle::Converged { release: applied_release(cfg)?, note: None }),
-        Err(f) => Err(f),
+        None => Ok(Cycle::Converged {
+            release: applied_release(cfg)?,
+            note: Some(format!("release {} was applied meanwhile by another ferry-agent", latest.release)),
+        }),
     }
 }
 
@@ -271,10 +294,11 @@ async fn download(
     };
     let start = header.encoded_len();
     let manifest_digest = manifest.digest();
-    tokio::task::block_in_place(|| store.ensure_payload(&payload.sha256, &manifest_digest, payload.size))?;
     let policy = super::retry_policy(cfg);
     let mut delays = policy.delays();
     loop {
+        // On every attempt: an import that failed midway deletes the row.
+        tokio::task::block_in_place(|| store.ensure_payload(&payload.sha256, &manifest_digest, payload.size))?;
         let (offset, validator) =
             tokio::task::block_in_place(|| store.payload_progress(&payload.sha256))?.unwrap_or((0, None));
         if offset < payload.size {
@@ -285,10 +309,25 @@ async fn download(
                 r = source.download(&rel, payload.size, resume, &mut sink) => r,
                 _ = stop.wait_for(|s| *s) => return Err(Failure::new(Reason::Io, "shutting down; the download resumes on the next start")),
             };
-            let progressed = sink.written;
+            let (progressed, refused) = (sink.written, sink.refused);
             counters.downloaded.fetch_add(progressed, Ordering::Relaxed);
             if let Err(e) = result {
-                if !e.is_transient() {
+                if refused {
+                    // Another writer (`ferry-agent import`) took the payload over. It holds
+                    // the state lock while it copies, verifies and applies: once it lets go,
+                    // use what it did, or go on from whatever it left.
+                    wait_for_state_lock(cfg, shutdown).await?;
+                    // Applied meanwhile (its payload then pruned), or at least verified.
+                    let applied = applied_release(cfg)?.is_some_and(|a| a >= manifest.release);
+                    if applied || tokio::task::block_in_place(|| store.payload_verified(&payload.sha256))? {
+                        tracing::info!(
+                            release = manifest.release,
+                            applied,
+                            "another ferry-agent took the payload over"
+                        );
+                        return Ok(());
+                    }
+                } else if !e.is_transient() {
                     return Err(e.into());
                 }
                 // Progress resets the backoff: a link that drops every few KiB still converges.
@@ -320,5 +359,18 @@ async fn download(
             Reason::DigestMismatch,
             format!("downloaded {rel} does not hash to the signed digest; discarded"),
         ));
+    }
+}
+
+/// Waits until no other process holds the state lock, polling so that a shutdown still
+/// stops the daemon promptly; gives up after [`LOCK_WAIT`].
+async fn wait_for_state_lock(cfg: &Config, shutdown: &tokio::sync::watch::Receiver<bool>) -> Result<(), Failure> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match tokio::task::block_in_place(|| StateLock::acquire(&cfg.state_dir, Duration::ZERO)) {
+            Ok(_released_at_once) => return Ok(()),
+            Err(f) if *shutdown.borrow() || std::time::Instant::now() >= deadline => return Err(f),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }

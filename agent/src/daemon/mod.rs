@@ -2,10 +2,12 @@
 //!
 //! Set-up order: logging (in `main`), config, runtime, signal handlers, then the loop:
 //! reconcile, poll every mirror ([`cycle`]), write metrics, tell systemd, sleep the poll
-//! interval with jitter. SIGHUP reloads the config and polls at once; SIGTERM/SIGINT stop
-//! after the current step (a download is cut — committed chunks stay; an apply that has
-//! started is finished, since it must not be abandoned midway). The watchdog is pinged
-//! from its own task. Drift is checked on its own interval.
+//! interval with jitter. SIGHUP reloads the config and polls at once; SIGTERM/SIGINT stop.
+//! Either signal cuts a poll wherever it waits — a download is cut (committed chunks stay,
+//! up to one uncommitted piece is lost), a backoff is abandoned — except during an apply,
+//! which is finished first since it must not be abandoned midway. The watchdog is pinged
+//! from its own task. Drift is checked on its own interval, independent of the poll
+//! interval: the wait between polls wakes for it.
 
 pub mod cycle;
 pub mod sink;
@@ -29,12 +31,14 @@ use crate::store::Store;
 use cycle::{Counters, Cycle};
 use source::Source;
 
-/// Retry policy for a config.
+/// Retry policy for a config: four attempts per request (delays of about 1, 2 and 4 s before `max_backoff`), so a
+/// dead mirror costs seconds before the next one is tried, not minutes; the poll interval
+/// is the long-term retry.
 pub fn retry_policy(cfg: &Config) -> RetryPolicy {
     RetryPolicy {
         min_delay: Duration::from_secs(1).min(cfg.fetch.max_backoff),
         max_delay: cfg.fetch.max_backoff,
-        max_attempts: 8,
+        max_attempts: 4,
     }
 }
 
@@ -101,55 +105,132 @@ async fn main_loop(config_path: &Path, once: bool) -> Result<u8, Failure> {
 
     let counters = Arc::new(Counters::default());
     let mut fetch = fetcher(&cfg)?;
-    let mut last_drift = Instant::now() - cfg.drift_interval;
-    loop {
+    // Drift is due right after the first poll, then every `drift_interval`, whatever the
+    // poll interval: the wait between polls wakes for it.
+    let mut last_drift: Option<Instant> = None;
+    'service: loop {
         let sources: Vec<Source> = cfg.mirrors.iter().map(|m| Source::new(m, &fetch, &retry_policy(&cfg))).collect();
         notifier.status("polling");
-        let outcome = tokio::select! {
-            r = cycle::run(&cfg, &sources, &counters, &stop_rx) => r,
-            _ = term.recv() => { let _ = stop_tx.send(true); break; }
-            _ = int.recv() => { let _ = stop_tx.send(true); break; }
-        };
-        let status = finish_cycle(&cfg, &counters, &outcome);
-        notifier.status(&status);
-        tracing::info!("{status}");
-        if once {
-            return Ok(match outcome {
-                Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => 0,
-                Ok(Cycle::RolledBack { .. }) | Err(_) => {
-                    println!("{status}");
-                    1
+        // A signal cuts the cycle wherever it waits (a download keeps its committed chunks),
+        // except during an apply, which is never abandoned midway: then the signal waits
+        // for the cycle to end.
+        let (mut stop, mut reload) = (false, false);
+        let outcome = {
+            let cycle = cycle::run(&cfg, &sources, &counters, &stop_rx);
+            tokio::pin!(cycle);
+            loop {
+                tokio::select! {
+                    r = &mut cycle => break Some(r),
+                    _ = term.recv(), if !stop => stop = true,
+                    _ = int.recv(), if !stop => stop = true,
+                    _ = hup.recv(), if !reload => reload = true,
                 }
-            });
-        }
-        if last_drift.elapsed() >= cfg.drift_interval {
-            last_drift = Instant::now();
-            let c2 = cfg.clone();
-            if let Ok(Err(f)) = tokio::task::spawn_blocking(move || crate::drift::check(&c2)).await {
-                tracing::warn!(reason = %f.reason, "drift check: {}", f.message);
+                if stop {
+                    let _ = stop_tx.send(true);
+                }
+                if !counters.applying.load(Ordering::SeqCst) {
+                    break None;
+                }
+                tracing::info!("an apply is running; it finishes first");
+                notifier.status("an apply is running; it finishes first");
+            }
+        };
+        if let Some(outcome) = outcome {
+            let status = finish_cycle(&cfg, &counters, &outcome);
+            notifier.status(&status);
+            tracing::info!("{status}");
+            // Reports home (DESIGN "Reports"), at most once per `[reports] interval`; a stop
+            // signal cuts the upload (nothing is removed before the server acknowledges).
+            if !stop {
+                tokio::select! {
+                    _ = crate::upload::after_cycle(&cfg, &fetch, once) => {}
+                    _ = term.recv() => stop = true,
+                    _ = int.recv() => stop = true,
+                }
+            }
+            if once {
+                return Ok(match outcome {
+                    Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => 0,
+                    Ok(Cycle::RolledBack { .. }) | Err(_) => {
+                        println!("{status}");
+                        1
+                    }
+                });
             }
         }
-        let pause = cfg.poll_interval.mul_f64(0.9 + 0.2 * random_fraction());
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                notifier.reloading();
-                match Config::load(config_path) {
-                    Ok(new) => match fetcher(&new) {
-                        Ok(f) => { cfg = new; fetch = f; tracing::info!("configuration reloaded"); }
-                        Err(e) => tracing::error!("reload refused, keeping the old configuration: {e}"),
-                    },
-                    Err(e) => tracing::error!("reload refused, keeping the old configuration: {e}"),
+        if stop {
+            break 'service;
+        }
+        if reload {
+            reload_config(config_path, &notifier, &mut cfg, &mut fetch);
+            continue 'service;
+        }
+
+        // Wait for the next poll, checking drift whenever it is due.
+        let next_poll = later(Instant::now(), cfg.poll_interval.mul_f64(0.9 + 0.2 * random_fraction()));
+        loop {
+            let now = Instant::now();
+            let next_drift = last_drift.map_or(now, |t| later(t, cfg.drift_interval));
+            if next_drift <= now {
+                last_drift = Some(now);
+                let c2 = cfg.clone();
+                let check = tokio::task::spawn_blocking(move || crate::drift::check(&c2));
+                tokio::select! {
+                    r = check => {
+                        if let Ok(Err(f)) = r {
+                            tracing::warn!(reason = %f.reason, "drift check: {}", f.message);
+                        }
+                        write_metrics(&cfg);
+                    }
+                    // A restore in progress finishes on its own thread before the process exits.
+                    _ = term.recv() => break 'service,
+                    _ = int.recv() => break 'service,
                 }
-                notifier.ready("configuration reloaded");
+                continue;
+            }
+            if next_poll <= now {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_poll.min(next_drift).into()) => {}
+                _ = term.recv() => break 'service,
+                _ = int.recv() => break 'service,
+                _ = hup.recv() => {
+                    reload_config(config_path, &notifier, &mut cfg, &mut fetch);
+                    break;
+                }
             }
         }
     }
     notifier.stopping();
     tracing::info!("stopping");
     Ok(0)
+}
+
+/// `t + d`, or far in the future when that overflows (an interval of centuries).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d).or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(t)
+}
+
+/// SIGHUP: reads the config again; keeps the old one (and says why) when the new one is
+/// not usable. The caller polls at once either way.
+fn reload_config(path: &Path, notifier: &Notifier, cfg: &mut Config, fetch: &mut Fetcher) {
+    notifier.reloading();
+    let result = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|new| Ok((fetcher(&new).map_err(|e| e.to_string())?, new)));
+    match result {
+        Ok((f, new)) => {
+            *cfg = new;
+            *fetch = f;
+            tracing::info!("configuration reloaded");
+            notifier.ready("configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!("reload refused, keeping the old configuration: {e}");
+            notifier.ready(&format!("reload refused, keeping the old configuration: {e}"));
+        }
+    }
 }
 
 fn record_event(cfg: &Config, kind: &str, message: &str) {
@@ -179,18 +260,29 @@ fn finish_cycle(cfg: &Config, counters: &Counters, outcome: &Result<Cycle, Failu
             Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => metrics::set(&store, Metric::LastSuccess, now)?,
             _ => metrics::set(&store, Metric::LastFailure, now)?,
         }
-        if let Some(path) = &cfg.metrics_file {
-            let applied = match crate::slots::Slots::open(&cfg.state_dir)?.current()? {
-                Some(s) => crate::slots::Slots::open(&cfg.state_dir)?.read_record(s)?.map(|r| r.release),
-                None => None,
-            };
-            let text = metrics::render(&store, applied, cfg.channel.as_str())?;
-            metrics::write(path, &text).map_err(|e| Failure::new(Reason::Io, format!("{}: {e}", path.display())))?;
-        }
         Ok(())
     });
     if let Err(f) = result {
         tracing::error!("metrics: {f}");
     }
+    write_metrics(cfg);
     status
+}
+
+/// Rewrites the metrics file, if one is configured (after every poll and drift check).
+fn write_metrics(cfg: &Config) {
+    let Some(path) = &cfg.metrics_file else { return };
+    let result = tokio::task::block_in_place(|| -> Result<(), Failure> {
+        let store = Store::open(&cfg.state_dir)?;
+        let slots = crate::slots::Slots::open(&cfg.state_dir)?;
+        let applied = match slots.current()? {
+            Some(s) => slots.read_record(s)?.map(|r| r.release),
+            None => None,
+        };
+        let text = metrics::render(&store, applied, cfg.channel.as_str())?;
+        metrics::write(path, &text).map_err(|e| Failure::new(Reason::Io, format!("{}: {e}", path.display())))
+    });
+    if let Err(f) = result {
+        tracing::error!("metrics: {f}");
+    }
 }

@@ -16,12 +16,15 @@ pub struct StoreSink<'a> {
     size: u64,
     /// Payload bytes written through this sink.
     pub written: u64,
+    /// The store refused a chunk: another writer (`ferry-agent import`) is storing, or has
+    /// stored and verified, the same payload.
+    pub refused: bool,
 }
 
 impl<'a> StoreSink<'a> {
     /// A sink for payload `digest` of `size` bytes, part of manifest `manifest`.
     pub fn new(store: &'a mut Store, digest: Sha256Digest, manifest: Sha256Digest, size: u64) -> Self {
-        StoreSink { store, digest, manifest, size, written: 0 }
+        StoreSink { store, digest, manifest, size, written: 0, refused: false }
     }
 }
 
@@ -34,6 +37,7 @@ impl ChunkSink for StoreSink<'_> {
         let accepted =
             tokio::task::block_in_place(|| self.store.put_chunk(&self.digest, offset, bytes)).map_err(local)?;
         if !accepted {
+            self.refused = true;
             return Err(local(format!(
                 "payload {} changed under the download (another writer, or already verified)",
                 self.digest

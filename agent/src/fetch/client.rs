@@ -38,7 +38,7 @@ impl Fetcher {
 
     /// Builds the client; `env_proxy = false` ignores the proxy environment (tests, whose
     /// servers are on 127.0.0.1).
-    pub(super) fn build(cfg: &FetchConfig, env_proxy: bool) -> Result<Fetcher, FetchError> {
+    pub(crate) fn build(cfg: &FetchConfig, env_proxy: bool) -> Result<Fetcher, FetchError> {
         let setup = |detail: String| FetchError::Setup { detail };
         if cfg.rate_limit == Some(0) {
             return Err(setup("rate limit must be more than 0 bytes per second".into()));
@@ -131,7 +131,7 @@ impl Fetcher {
     }
 
     /// Reads a whole body of at most `cap` bytes, allocating at most `cap`.
-    async fn read_capped(&self, url: &Url, resp: Response, cap: usize) -> Result<Vec<u8>, FetchError> {
+    pub(super) async fn read_capped(&self, url: &Url, resp: Response, cap: usize) -> Result<Vec<u8>, FetchError> {
         let too_big = || FetchError::SizeExceeded { url: url.clone(), limit: cap as u64 };
         // The announced length is a hint: over the cap it saves reading; under it, it only
         // sizes the first allocation.

@@ -14,6 +14,7 @@
 //!   `If-Range`, and hands data to a [`ChunkSink`] (SQLite in the daemon) in pieces of at most
 //!   1 MiB; on any interruption it first hands over what already arrived, so a link that drops
 //!   every 64 KiB still makes progress. [`Fetcher::download_with_retry`] is the loop around it.
+//! * [`Fetcher::post`] sends a small body (a report batch) and returns the answer.
 //! * [`with_backoff`] retries transient failures with full-jitter exponential backoff.
 //!
 //! Trade-offs, chosen for satellite and cellular links:
@@ -31,6 +32,7 @@ mod backoff;
 mod client;
 mod download;
 mod error;
+mod post;
 mod rate;
 #[cfg(test)]
 mod tests;
@@ -41,6 +43,7 @@ use std::time::Duration;
 pub use backoff::{with_backoff, RetryPolicy};
 pub use client::Fetcher;
 pub use error::FetchError;
+pub use post::PostResponse;
 
 /// Largest piece handed to [`ChunkSink::write`]; the store's chunk size.
 pub const MAX_PIECE: usize = crate::store::CHUNK;
