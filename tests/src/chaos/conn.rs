@@ -134,7 +134,14 @@ impl Request {
 
 /// `/payloads/ab.ferry?x` → `payloads/ab.ferry`; `None` for anything that is not a plain
 /// relative path (`..`, `.`, empty segments, escapes, backslashes).
+///
+/// An absolute-form target (`http://host/payloads/…`, as a client talking to an HTTP proxy
+/// sends) is served as its path, so the server doubles as a forward proxy for one mirror.
 fn mirror_path(target: &str) -> Option<String> {
+    let target = match target.strip_prefix("http://") {
+        Some(rest) => &rest[rest.find('/')?..],
+        None => target,
+    };
     let path = target.split(['?', '#']).next()?.strip_prefix('/')?;
     let plain = !path.is_empty()
         && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
