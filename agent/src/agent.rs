@@ -160,6 +160,11 @@ impl Agent {
     ) -> Result<ApplyOutcome, Failure> {
         let result = self.apply_verified(manifest, payload);
         if result.is_err() {
+            // An error after the journal entry opened (a full disk, say) must not leave it
+            // open until the next start: bring journal and slots in line now.
+            if let Err(e) = crate::reconcile::reconcile(self) {
+                tracing::error!("reconciling after a failed apply: {e}");
+            }
             // Drop what a refused release left in the object store.
             self.prune();
         }

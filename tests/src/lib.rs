@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub mod chaos;
+pub mod crash;
 pub mod daemon;
 pub mod fixture;
 pub mod hostile;
