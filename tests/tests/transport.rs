@@ -130,3 +130,44 @@ fn downloads_go_through_the_configured_proxy() {
     assert_applied(&proxied, 1, "a", &world.expected[0]);
     assert!(proxy.requests_for("payloads/") >= 1, "the payload did not come through the proxy");
 }
+
+#[test]
+fn a_directory_mirror_is_read_when_present_and_skipped_while_absent() {
+    let world = World::new("stable", 3, 32 << 10);
+    let stick = world.op.dir.path().join("usb-stick");
+    let stick_str = stick.display().to_string();
+    let dev = world.device(std::slice::from_ref(&stick_str), FAST_FETCH);
+
+    // The stick is not plugged in: nothing to read, not converged, nothing applied.
+    let once = run_once(&dev, &[]);
+    assert_eq!(once.run.code, 1, "{}", once.run.all());
+    assert!(once.run.stdout.contains("no mirror is configured or present"), "{}", once.run.all());
+    assert!(dev.status()["applied"].is_null());
+
+    // Plugged in (what `bundler export` writes): verified and applied like an HTTP mirror.
+    let mut export = world.op.bundler(&["export", "--mirror"]);
+    export.arg(&world.op.mirror).args(["--channel", "stable", "--to"]).arg(&stick);
+    ferry_tests::run(&mut export).ok();
+    let once = run_once(&dev, &[]);
+    assert_eq!(once.run.code, 0, "{}", once.run.all());
+    assert_applied(&dev, 1, "a", &world.expected[0]);
+
+    // A tampered payload on the stick is refused with its typed reason, like over HTTP.
+    let mut w2 = world;
+    w2.write_random("data", 3, 32 << 10, 2);
+    w2.publish("two", &[]);
+    let mut export = w2.op.bundler(&["export", "--mirror"]);
+    export.arg(&w2.op.mirror).args(["--channel", "stable", "--to"]).arg(&stick);
+    ferry_tests::run(&mut export).ok();
+    for entry in std::fs::read_dir(stick.join("payloads")).expect("payloads") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).expect("write");
+    }
+    let once = run_once(&dev, &[]);
+    assert_eq!(once.run.code, 1, "{}", once.run.all());
+    assert!(once.run.stdout.contains("digest-mismatch"), "{}", once.run.all());
+    assert_eq!(dev.status()["applied"]["release"], 1);
+}
