@@ -161,6 +161,9 @@ pub struct DeviceRow {
     pub last_failure: Option<String>,
     /// Message of the newest stored record that carries a reason.
     pub last_failure_message: Option<String>,
+    /// Whether the newest stored record carries a reason (the last thing the device
+    /// reported is a failure).
+    pub newest_record_failed: bool,
     /// Paths drifted at the device's last check.
     pub drift_paths: u64,
     /// Applying paused on the device.
@@ -186,6 +189,61 @@ pub struct ReleaseSummary {
     pub healthy: u64,
     /// Devices that reported rolling it back, ever.
     pub rolled_back: u64,
+}
+
+/// A stored report record, as a device's history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryRecord {
+    /// Key epoch.
+    pub epoch: u64,
+    /// Sequence number within the epoch.
+    pub seq: u64,
+    /// Unix seconds (device clock).
+    pub at: u64,
+    /// `applied`, `rolled-back`, `drift`, …
+    pub kind: String,
+    /// The release it concerns.
+    pub release: Option<u64>,
+    /// Reason code, for failures.
+    pub reason: Option<String>,
+    /// For a person.
+    pub message: String,
+    /// When its batch arrived (server clock).
+    pub received_at: u64,
+}
+
+/// The columns [`device_row`] reads, from `devices d`.
+const DEVICE_COLUMNS: &str = "device_id, key_id, enrolled_at, enrolled_by, acked, last_seen, status_created, channel,
+    labels, release, commit_id, slot, health, last_failure, drift_paths, paused, dropped_total, batches,
+    (SELECT message FROM reports r WHERE r.device_id = d.device_id AND r.reason IS NOT NULL
+        ORDER BY epoch DESC, seq DESC LIMIT 1),
+    COALESCE((SELECT reason IS NOT NULL FROM reports r WHERE r.device_id = d.device_id
+        ORDER BY epoch DESC, seq DESC LIMIT 1), 0)";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    let labels: String = r.get(8)?;
+    Ok(DeviceRow {
+        device_id: r.get(0)?,
+        key_id: r.get(1)?,
+        enrolled_at: from_sql(r.get(2)?),
+        enrolled_by: r.get(3)?,
+        acked: from_sql(r.get(4)?),
+        last_seen: r.get::<_, Option<i64>>(5)?.map(from_sql),
+        status_created: r.get::<_, Option<i64>>(6)?.map(from_sql),
+        channel: r.get(7)?,
+        labels: serde_json::from_str(&labels).unwrap_or_default(),
+        release: r.get::<_, Option<i64>>(9)?.map(from_sql),
+        commit: r.get(10)?,
+        slot: r.get(11)?,
+        health: r.get(12)?,
+        last_failure: r.get(13)?,
+        drift_paths: from_sql(r.get(14)?),
+        paused: r.get(15)?,
+        dropped_total: from_sql(r.get(16)?),
+        batches: from_sql(r.get(17)?),
+        last_failure_message: r.get(18)?,
+        newest_record_failed: r.get(19)?,
+    })
 }
 
 /// A stored report record.
@@ -392,38 +450,39 @@ impl FleetDb {
 
     /// Every device, by id.
     pub fn devices(&self) -> Result<Vec<DeviceRow>, FleetDbError> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices d ORDER BY device_id"))?;
+        let rows = stmt.query_map([], device_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One device, if enrolled.
+    pub fn device(&self, device: &DeviceId) -> Result<Option<DeviceRow>, FleetDbError> {
+        let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices d WHERE device_id = ?1");
+        Ok(self.conn.query_row(&sql, [device.as_str()], device_row).optional()?)
+    }
+
+    /// A device's newest `limit` stored records, newest first, and how many it has in all.
+    pub fn history(&self, device: &DeviceId, limit: usize) -> Result<(Vec<HistoryRecord>, u64), FleetDbError> {
+        let total: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM reports WHERE device_id = ?1", [device.as_str()], |r| r.get(0))?;
         let mut stmt = self.conn.prepare(
-            "SELECT device_id, key_id, enrolled_at, enrolled_by, acked, last_seen, status_created, channel, labels,
-                release, commit_id, slot, health, last_failure, drift_paths, paused, dropped_total, batches,
-                (SELECT message FROM reports r WHERE r.device_id = d.device_id AND r.reason IS NOT NULL
-                    ORDER BY epoch DESC, seq DESC LIMIT 1)
-             FROM devices d ORDER BY device_id",
+            "SELECT epoch, seq, at, kind, release, reason, message, received_at FROM reports WHERE device_id = ?1
+             ORDER BY epoch DESC, seq DESC LIMIT ?2",
         )?;
-        let rows = stmt.query_map([], |r| {
-            let labels: String = r.get(8)?;
-            Ok(DeviceRow {
-                device_id: r.get(0)?,
-                key_id: r.get(1)?,
-                enrolled_at: from_sql(r.get(2)?),
-                enrolled_by: r.get(3)?,
-                acked: from_sql(r.get(4)?),
-                last_seen: r.get::<_, Option<i64>>(5)?.map(from_sql),
-                status_created: r.get::<_, Option<i64>>(6)?.map(from_sql),
-                channel: r.get(7)?,
-                labels: serde_json::from_str(&labels).unwrap_or_default(),
-                release: r.get::<_, Option<i64>>(9)?.map(from_sql),
-                commit: r.get(10)?,
-                slot: r.get(11)?,
-                health: r.get(12)?,
-                last_failure: r.get(13)?,
-                drift_paths: from_sql(r.get(14)?),
-                paused: r.get(15)?,
-                dropped_total: from_sql(r.get(16)?),
-                batches: from_sql(r.get(17)?),
-                last_failure_message: r.get(18)?,
+        let rows = stmt.query_map(params![device.as_str(), sql_int(limit as u64)], |r| {
+            Ok(HistoryRecord {
+                epoch: from_sql(r.get(0)?),
+                seq: from_sql(r.get(1)?),
+                at: from_sql(r.get(2)?),
+                kind: r.get(3)?,
+                release: r.get::<_, Option<i64>>(4)?.map(from_sql),
+                reason: r.get(5)?,
+                message: r.get(6)?,
+                received_at: from_sql(r.get(7)?),
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        Ok((rows.collect::<Result<_, _>>()?, from_sql(total)))
     }
 
     /// Per (channel, release) that any device runs or reported applying or rolling back:

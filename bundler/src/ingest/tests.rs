@@ -311,3 +311,26 @@ fn import_order_comes_from_the_first_sequence() {
     assert_eq!(peek_first_seq(&wire(&batch("d1", &k, 7..=9), &k)), Some(7));
     assert_eq!(peek_first_seq(b"junk"), None);
 }
+
+#[test]
+fn history_is_newest_first_and_tells_whether_the_newest_record_failed() {
+    let mut w = world();
+    let k = key();
+    enroll(&mut w, "d1", &k);
+    ingest(&mut w.db, &wire(&batch("d1", &k, 1..=3), &k), false, NOW).expect("first");
+    let d = w.db.device(&id("d1")).expect("query").expect("enrolled");
+    assert!(!d.newest_record_failed);
+    let mut failed = batch("d1", &k, 4..=4);
+    failed.records[0].kind = "rolled-back".into();
+    failed.records[0].reason = Some("health-failed".into());
+    ingest(&mut w.db, &wire(&failed, &k), false, NOW + 5).expect("second");
+    let d = w.db.device(&id("d1")).expect("query").expect("enrolled");
+    assert!(d.newest_record_failed);
+    assert_eq!(d.last_failure_message.as_deref(), Some("m4"));
+    let (newest, total) = w.db.history(&id("d1"), 2).expect("history");
+    assert_eq!(total, 4);
+    assert_eq!(newest.iter().map(|r| r.seq).collect::<Vec<_>>(), [4, 3]);
+    assert_eq!((newest[0].reason.as_deref(), newest[0].received_at), (Some("health-failed"), NOW + 5));
+    assert!(w.db.device(&id("d2")).expect("query").is_none());
+    assert_eq!(w.db.history(&id("d2"), 10).expect("history"), (Vec::new(), 0));
+}

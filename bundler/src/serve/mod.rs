@@ -2,7 +2,8 @@
 //! directory read-only ([`files`]: layout paths only, strong ETags, conditional and range
 //! requests, cache headers that let a CDN in front keep content-addressed files forever)
 //! and accepts signed report batches from devices ([`reports`]: `POST /v1/reports`, the
-//! same ingest as `bundler reports import`).
+//! same ingest as `bundler reports import`), and shows the fleet database as a small
+//! server-rendered dashboard ([`dashboard`]: `GET /` and `GET /devices/<id>`, no scripts).
 //!
 //! Plain HTTP: everything it serves is signed and verified by devices, and reports are
 //! signed by each device's key; put a TLS terminator in front where status must stay
@@ -12,11 +13,13 @@
 //! the blocking pool; a batch is one transaction, so a `kill -9` loses at most the batch in
 //! flight, which the device sends again (it was never acknowledged).
 
+mod dashboard;
 mod files;
+mod html;
 mod reports;
 
 use anyhow::{bail, Context, Result};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
 use std::io::Write;
@@ -74,7 +77,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new().route("/v1/reports", post(reports::post)).fallback(files::get).with_state(state)
+    // Mirror layout paths (trust/, channels/, releases/, payloads/) never collide with
+    // the dashboard's `/` and `/devices/…`.
+    Router::new()
+        .route("/v1/reports", post(reports::post))
+        .route("/", get(dashboard::fleet))
+        .route("/devices/{id}", get(dashboard::device))
+        .fallback(files::get)
+        .with_state(state)
 }
 
 async fn serve(state: Arc<AppState>, listen: SocketAddr) -> Result<()> {
