@@ -222,28 +222,26 @@ fn prepare_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `ferry-agent` beside this binary; when run by cargo and missing, built with the same profile.
+/// `ferry-agent` beside this binary. When run by `cargo run`, it is (re)built first with the
+/// same profile, so the demo never drives a stale agent; cargo makes that a no-op when it is
+/// up to date.
 fn locate_agent(bundler: &Path) -> Result<PathBuf> {
     let dir = bundler.parent().context("bundler has no directory")?;
     let agent = dir.join("ferry-agent");
-    if agent.exists() {
-        return Ok(agent);
-    }
-    let Ok(cargo) = std::env::var("CARGO") else {
-        bail!("no ferry-agent beside {}; build it (cargo build --release) or pass --agent", bundler.display());
-    };
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    println!("building ferry-agent ({} profile)…", if release { "release" } else { "dev" });
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "ferry-agent"]);
-    if release {
-        cmd.arg("--release");
-    }
-    if !cmd.status().context("running cargo build")?.success() {
-        bail!("building ferry-agent failed");
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        println!("building ferry-agent ({} profile)…", if release { "release" } else { "dev" });
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "ferry-agent"]);
+        if release {
+            cmd.arg("--release");
+        }
+        if !cmd.status().context("running cargo build")?.success() {
+            bail!("building ferry-agent failed");
+        }
     }
     if !agent.exists() {
-        bail!("cargo built ferry-agent, but not at {}", agent.display());
+        bail!("no ferry-agent beside {}; build it (cargo build --release) or pass --agent", bundler.display());
     }
     Ok(agent)
 }
