@@ -196,18 +196,21 @@ impl Store {
         Ok(store)
     }
 
+    /// Applies missing migrations. The version is read and bumped inside one
+    /// `BEGIN IMMEDIATE` transaction, so two processes opening a fresh database at once
+    /// (the daemon and a `status` from a shell) never both apply the same migration.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StoreError::TooNew { found: version, known });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
+        for sql in MIGRATIONS.iter().skip(version as usize) {
             tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
         }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
         Ok(())
     }
 

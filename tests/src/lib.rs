@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod bench_md;
 pub mod chaos;
 pub mod crash;
 pub mod daemon;
 pub mod fixture;
 pub mod hostile;
+pub mod service;
 pub mod trees;
 
 /// Paths of the built binaries.
