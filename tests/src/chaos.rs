@@ -76,9 +76,10 @@ pub const ENDLESS_SAFETY_CAP: u64 = 256 << 20;
 /// What goes wrong with one response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// Send this many body bytes, then reset the connection. Bytes still in the server's
-    /// send buffer when the reset goes out are lost, so a client that does not read may
-    /// see fewer.
+    /// Send this many body bytes, give the client 100 ms to read them (a link delivers
+    /// what crossed it before it drops), then reset the connection. Bytes still in the
+    /// server's send buffer when the reset goes out are lost, so a client that does not
+    /// read in time sees fewer.
     DropAfter(u64),
     /// Send this many body bytes under the full `Content-Length`, then close (FIN).
     Truncate(u64),

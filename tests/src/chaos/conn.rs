@@ -82,7 +82,12 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         match after {
             After::KeepAlive => continue,
             After::Close => return conn.close().await,
-            After::Reset => return conn.reset(),
+            After::Reset => {
+                // A link that drops after n bytes delivered them: give a reading client a
+                // moment to take what is queued before the reset discards the rest.
+                tokio::time::sleep(DROP_GRACE).await;
+                return conn.reset();
+            }
         }
     }
 }
@@ -385,6 +390,9 @@ async fn bare_not_modified(reply: &mut Reply<'_>, etag: &str) -> After {
         After::Close
     }
 }
+
+/// How long a `DropAfter` reset waits for the client to read what was sent.
+const DROP_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Sends `body` as the fault shapes it.
 async fn send_shaped(reply: &mut Reply<'_>, body: &[u8], fault: Option<&Fault>) -> After {
