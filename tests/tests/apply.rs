@@ -66,3 +66,28 @@ fn full_then_delta_apply_matches_git_archive() {
         assert_eq!(dev.current_target().as_deref(), Some("slots/b"));
     }
 }
+
+#[test]
+fn status_verify_lists_drifted_paths_and_exits_1() {
+    let op = Operator::new();
+    fleet(&op);
+    op.commit("one");
+    op.release("stable", Some("site"), &[]).ok();
+    let dev = Device::new("stable", &op.root1(), "");
+    dev.import(&op.mirror).ok();
+
+    let clean = ferry_tests::run(&mut dev.agent(&["status", "--verify"])).ok();
+    assert!(clean.stdout.contains("drift        none: the slot matches release 1"), "{}", clean.stdout);
+
+    std::fs::write(dev.current().join("app.conf"), "port = 1\n").expect("tamper");
+    std::fs::remove_file(dev.current().join("data/readme.txt")).expect("remove");
+    std::fs::write(dev.current().join("intruder.sh"), "#!/bin/sh\n").expect("add");
+    let drifted = ferry_tests::run(&mut dev.agent(&["status", "--verify"])).code(1);
+    for line in ["app.conf (content changed)", "data/readme.txt (removed)", "intruder.sh (added)"] {
+        assert!(drifted.stdout.contains(line), "missing {line:?}:\n{}", drifted.stdout);
+    }
+    let json = ferry_tests::run(&mut dev.agent(&["status", "--verify", "--json"])).code(1);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(v["drift"]["paths"].as_array().map(Vec::len), Some(3), "{v:#}");
+    assert_eq!(v["drift"]["restored"], false);
+}
