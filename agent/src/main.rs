@@ -136,6 +136,11 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
         Command::Import { path } => {
             let mut agent = Agent::open(cfg)?;
             let result = intake::import_path(&mut agent, &path, &mut |line| println!("{line}"));
+            // Keep the report outbox under its cap between daemon cycles too.
+            let max = agent.config().reports.max_outbox_bytes;
+            if let Err(e) = ferry_agent::outbox::Outbox::new(agent.store()).compact(max) {
+                tracing::warn!("compacting the report outbox: {e}");
+            }
             match result {
                 Ok(ImportResult::UpToDate { release }) => println!("up to date: release {release} is applied"),
                 Ok(ImportResult::Applied(outcome)) => return Ok(report(&outcome)),
