@@ -382,7 +382,7 @@ fn render(args: &Args, size: u64, cost: Duration, resumed: &[Resumed], restartin
     }
     s.push_str(
         "\nHow: the chaos mirror (`tests/src/chaos.rs`) serves the release with `DropAfter(n)` on every \
-         payload response (n body bytes, then a TCP reset); the real `ferry-agent run --once` downloads into \
+         payload response (n body bytes, a 100 ms grace for the reader, then a TCP reset); the real `ferry-agent run --once` downloads into \
          SQLite, resuming with `Range`/`If-Range` from what it committed, with `max_backoff = \"1s\"` (an \
          attempt that made progress is retried at once). Agent builds: *debug* is `target/e2e/debug/ferry-agent` \
          (dev profile, dependencies at opt-level 2, failpoints: what the end-to-end tests run), *release* is \
@@ -395,11 +395,11 @@ fn render(args: &Args, size: u64, cost: Duration, resumed: &[Resumed], restartin
          into its store over all attempts. It equals the payload whenever no committed byte was fetched \
          twice, which is what resume guarantees. Every attempt commits what it received before returning \
          the error, so the difference between served and committed is what the mirror still had queued in \
-         its socket when the reset went out: a reset discards the sender's queue, while what already sits in \
-         the receiver's buffer stays readable, so the loss is how far the reader lagged the sender at that \
-         instant (a real link loses what is in flight the same way). A 64 KiB response fits the receiver's \
-         socket buffer and loses nothing; a 1 MiB one loses a load-dependent tail on loopback, where the \
-         mirror writes at memory speed; the client without resume loses the same way (its received column). Wall times \
+         its socket when the reset went out: a reset discards the sender's queue. The mirror gives the reader \
+         100 ms to take what it sent before resetting, as a link that drops after delivering n bytes does; \
+         without that grace, on loopback where the mirror writes at memory speed, a 1 MiB response lost a \
+         load-dependent tail of its queue at each reset (1.06-1.25 in earlier runs), bytes that never \
+         crossed any link. The client without resume is measured the same way (its received column). Wall times \
          are dominated by the chaos mirror, which reads and hashes the whole {:.0} MB file for its ETag on \
          every request ({:.0} ms per request here), not by the agent.\n\n",
         size as f64 / 1e6,
