@@ -550,3 +550,22 @@ fn the_daemon_converges_and_writes_metrics() {
     assert!(metric(&m, "ferry_retries_total").is_some_and(|r| r >= 1), "{m:?}");
     assert!(metric(&m, "ferry_last_success_timestamp_seconds").is_some_and(|t| t > 0), "{m:?}");
 }
+
+#[test]
+fn a_release_for_other_devices_is_skipped_and_reported_once() {
+    let mut w = World::new("stable", 2, 16 << 10);
+    let server = ChaosServer::start(&w.op.mirror, Schedule::clean());
+    let dev = w.device(&[server.url()], FAST_FETCH);
+    run_until_converged(&dev, 3);
+    w.write_random("data", 2, 16 << 10, 9);
+    w.publish("for another site", &["--require-label", "site=elsewhere"]);
+    for _ in 0..3 {
+        let once = run_once(&dev, &[]);
+        assert_eq!(once.run.code, 0, "a release not for this device is convergence:\n{}", once.run.all());
+    }
+    assert_eq!(dev.status()["applied"]["release"], 1);
+    let history = ferry_tests::run(&mut dev.agent(&["history", "--json", "-n", "100"])).ok();
+    let v: serde_json::Value = serde_json::from_str(&history.stdout).expect("json");
+    let reported = v["events"].as_array().expect("events").iter().filter(|e| e["kind"] == "not-targeted").count();
+    assert_eq!(reported, 1, "{v:#}");
+}

@@ -33,6 +33,9 @@ use crate::lock::StateLock;
 use crate::metrics::{self, Metric};
 use crate::store::Store;
 
+/// Settings key: the last release reported as not targeted at this device.
+const NOT_TARGETED_KEY: &str = "not_targeted_release";
+
 /// Longest wait for another ferry-agent (an import) that took over a payload being downloaded.
 const LOCK_WAIT: Duration = Duration::from_secs(3600);
 
@@ -169,7 +172,13 @@ async fn one_mirror(
     if let Err(e) = manifest.check_policy(&cfg.channel, applied, now, &cfg.labels) {
         let f = Failure::from(e);
         if f.reason == Reason::NotTargeted {
-            record(cfg, |s| s.record_event("not-targeted", Some(manifest.release), Some(f.reason), &f.message));
+            // Reported once per release, not on every poll.
+            let release = manifest.release.to_string();
+            let already = tokio::task::block_in_place(|| store.setting(NOT_TARGETED_KEY))?;
+            if already.as_deref() != Some(release.as_str()) {
+                tokio::task::block_in_place(|| store.set_setting(NOT_TARGETED_KEY, &release))?;
+                record(cfg, |s| s.record_event("not-targeted", Some(manifest.release), Some(f.reason), &f.message));
+            }
             return Ok(Cycle::Converged { release: applied, note: Some(f.message) });
         }
         return Err(f);
