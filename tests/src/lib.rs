@@ -17,6 +17,7 @@ pub mod crash;
 pub mod daemon;
 pub mod fixture;
 pub mod hostile;
+pub mod serve_process;
 pub mod service;
 pub mod trees;
 

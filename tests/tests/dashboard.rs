@@ -6,15 +6,16 @@
 //! Chromium is required: CI installs the Debian package (`.ci/run`); without it the test
 //! fails and says how to install it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_proto::report::{DeviceStatus, ReportBatch, ReportRecord, REPORT_FORMAT};
 use ferry_proto::SigningKey;
 use ferry_tests::binaries;
+use ferry_tests::serve_process::ServeProcess;
 
 const BATCH_TYPE: &str = "application/x-ferry-report-batch";
 const HOSTILE_ID: &str = "x<img src=x onerror=alert(1)>";
@@ -22,46 +23,24 @@ const HOSTILE_LABEL: &str = "\"><script>alert(2)</script>";
 
 /// A running `bundler serve`; killed and reaped on drop.
 struct Server {
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start(db: &Path) -> Server {
-        let mut child = Command::new(&binaries().bundler)
-            .arg("serve")
-            .arg("--db")
-            .arg(db)
-            .args(["--listen", "127.0.0.1:0", "--enroll-on-first-use"])
-            .env_remove("FERRY_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn bundler serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("bundler serve printed no address");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
-        Server { child, addr }
+        let mut cmd = Command::new(&binaries().bundler);
+        cmd.arg("serve").arg("--db").arg(db).args(["--listen", "127.0.0.1:0", "--enroll-on-first-use"]);
+        cmd.env_remove("FERRY_LOG");
+        let process = ServeProcess::spawn(&mut cmd);
+        let addr = process.addr;
+        Server { process, addr }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 

@@ -17,7 +17,7 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use ferry_proto::report::ReportBatch;
 use ferry_proto::{Limits, PublicKey};
 use ferry_tests::fixture::{Device, Operator};
+use ferry_tests::serve_process::ServeProcess;
 use ferry_tests::{binaries, run, Run};
 
 const DEVICE: &str = "test-device";
@@ -266,61 +267,30 @@ fn fleet_device(db: &Path, mirror: Option<&Path>) -> serde_json::Value {
 
 /// A running `bundler serve` (reports only); SIGKILLed and reaped on drop.
 struct Serve {
-    child: Child,
+    process: ServeProcess,
     url: String,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Serve {
     fn start(db: &Path) -> Serve {
         let mut cmd = bundler(&["serve", "--listen", "127.0.0.1:0", "--db"]);
-        cmd.arg(db).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn bundler serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let pipe = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(PoisonError::into_inner);
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let mut serve = Serve { child, url: String::new(), stderr, reader: Some(reader) };
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            panic!("bundler serve printed no address; stderr:\n{}", serve.stderr.lock().expect("lock"))
-        });
-        let addr = line.strip_prefix("listening on http://").unwrap_or_else(|| panic!("unexpected line {line:?}"));
-        serve.url = format!("http://{addr}/v1/reports");
-        serve
+        cmd.arg(db);
+        let process = ServeProcess::spawn(&mut cmd);
+        let url = format!("http://{}/v1/reports", process.addr);
+        Serve { process, url }
     }
 
     fn addr(&self) -> SocketAddr {
-        let rest = self.url.strip_prefix("http://").expect("http url");
-        rest.split('/').next().expect("authority").parse().expect("address")
+        self.process.addr
     }
 
     fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        self.process.kill();
     }
 
     /// What it logged so far (all of it once killed: the pipe is drained).
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.process.stderr()
     }
 }
 

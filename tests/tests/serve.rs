@@ -8,26 +8,25 @@
 //! server sends is what the assertions see. Device keys and batches are made here with
 //! `ferry_proto`, as a device would.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_proto::report::{DeviceStatus, ReportBatch, ReportRecord, REPORT_FORMAT};
 use ferry_proto::SigningKey;
 use ferry_tests::fixture::Operator;
+use ferry_tests::serve_process::ServeProcess;
 use ferry_tests::{binaries, run, Run};
 
 const BATCH_TYPE: &str = "application/x-ferry-report-batch";
 
 /// A running `bundler serve`; killed (SIGKILL) and reaped on drop.
 struct Server {
-    child: Child,
+    process: ServeProcess,
     addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -37,51 +36,26 @@ impl Server {
         if let Some(m) = mirror {
             cmd.arg("--mirror").arg(m);
         }
-        cmd.env_remove("FERRY_LOG").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn bundler serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let pipe = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap_or_else(PoisonError::into_inner);
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let mut server = Server { child, addr: "127.0.0.1:1".parse().expect("addr"), stderr };
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("bundler serve printed no address; stderr:\n{}", server.stderr()));
-        server.addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
-        server
+        cmd.env_remove("FERRY_LOG");
+        let process = ServeProcess::spawn(&mut cmd);
+        let addr = process.addr;
+        Server { process, addr }
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.process.stderr()
     }
 
     /// SIGTERM, then the exit code (within 20 s).
     fn terminate(&mut self) -> i32 {
-        let status =
-            Command::new("kill").args(["-s", "TERM", &self.child.id().to_string()]).status().expect("kill -s TERM");
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.process.child.id().to_string()])
+            .status()
+            .expect("kill -s TERM");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process.child.try_wait().expect("try_wait") {
                 return status.code().unwrap_or(-1);
             }
             assert!(Instant::now() < deadline, "bundler serve did not stop on SIGTERM; stderr:\n{}", self.stderr());
@@ -91,8 +65,7 @@ impl Server {
 
     /// SIGKILL and reap.
     fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 
