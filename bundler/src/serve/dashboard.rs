@@ -22,7 +22,9 @@ use std::fmt::{self, Write};
 use std::sync::{Arc, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::html::{base64, percent_encode, query_value, Esc};
+use base64::Engine as _;
+
+use super::html::{percent_encode, query_value, Esc};
 use super::AppState;
 use crate::device_id::DeviceId;
 use crate::fleet::ago;
@@ -509,7 +511,8 @@ fn page(status: StatusCode, title: &str, now: u64, body: impl FnOnce(&mut String
 fn content_security_policy() -> &'static str {
     static CSP: OnceLock<String> = OnceLock::new();
     CSP.get_or_init(|| {
-        let hash = base64(&<sha2::Sha256 as sha2::Digest>::digest(STYLE.as_bytes()));
+        let hash =
+            base64::engine::general_purpose::STANDARD.encode(<sha2::Sha256 as sha2::Digest>::digest(STYLE.as_bytes()));
         format!(
             "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; base-uri 'none'; \
              frame-ancestors 'none'"

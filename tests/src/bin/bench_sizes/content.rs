@@ -7,7 +7,9 @@
 //! their boilerplate the way real manifests do, and identifiers, serial numbers, hashes
 //! and measurements carry the entropy real ones carry.
 
-use crate::rng::{base64, Rng};
+use base64::Engine as _;
+
+use crate::rng::Rng;
 
 /// Prose and identifier vocabulary, most frequent first.
 #[rustfmt::skip]
@@ -349,7 +351,7 @@ pub fn csv(rng: &mut Rng, target: usize) -> String {
 /// A PEM certificate (random DER-sized body: certificates do not compress).
 pub fn pem(rng: &mut Rng) -> String {
     let len = rng.range(700, 1400);
-    let body = base64(&rng.bytes(len));
+    let body = base64::engine::general_purpose::STANDARD.encode(rng.bytes(len));
     let mut s = String::from("-----BEGIN CERTIFICATE-----\n");
     for chunk in body.as_bytes().chunks(64) {
         s.push_str(&String::from_utf8_lossy(chunk));
