@@ -132,7 +132,10 @@ impl Agent {
     /// and not refused before.
     pub fn check_policy(&self, manifest: &ReleaseManifest) -> Result<(), Failure> {
         let applied = self.applied()?.map(|(_, r)| r.release);
-        manifest.check_policy(&self.cfg.channel, applied, crate::store::now(), &self.cfg.labels)?;
+        // Expiry is judged by the later of the clock and the newest signing time accepted,
+        // as the service does: a clock set back must not revive an expired release.
+        let now = crate::freshness::effective_now(crate::store::now(), &crate::freshness::seen(&self.store)?);
+        manifest.check_policy(&self.cfg.channel, applied, now, &self.cfg.labels)?;
         if let Some((reason, message)) = self.store.refusal(manifest.channel.as_str(), manifest.release)? {
             return Err(Failure::new(
                 Reason::Refused,

@@ -8,6 +8,7 @@
 //! device_id = "pump-17"                 # default: /etc/machine-id
 //! mirrors = ["https://updates.example.com/ferry", "/media/ferry-usb"]
 //! labels = { site = "plant7" }
+//! apply_window = ["Sat 02:00-04:00"]    # device local time; default: any time
 //! [hooks]
 //! max_timeout = "10m"                   # cap on any timeout a release's ferry.toml asks for
 //! trial_boots = 3                       # boots a trial may span before it counts as failed
@@ -27,6 +28,7 @@ use std::time::Duration;
 use ferry_proto::{ChannelName, Limits};
 
 use crate::git::GitLimits;
+use crate::window::{ApplyWindow, ApplyWindows};
 
 /// Default config file path.
 pub const DEFAULT_PATH: &str = "/etc/ferry/agent.toml";
@@ -57,6 +59,8 @@ struct RawConfig {
     mirrors: Vec<String>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    apply_window: Vec<String>,
     #[serde(default = "default_poll", with = "humantime_serde_compat")]
     poll_interval: Duration,
     metrics_file: Option<PathBuf>,
@@ -287,6 +291,8 @@ pub struct Config {
     pub drift_restore: bool,
     /// Labels releases may require.
     pub labels: BTreeMap<String, String>,
+    /// When applying may start (device local time); empty: any time.
+    pub apply_windows: ApplyWindows,
     /// Cap on hook timeouts.
     pub max_hook_timeout: Duration,
     /// Boots a trial may span.
@@ -321,6 +327,13 @@ impl Config {
             ferry_proto::names::check_label_key(k).map_err(|e| invalid("labels", e.to_string()))?;
             ferry_proto::names::check_label_value(v).map_err(|e| invalid("labels", e.to_string()))?;
         }
+        let apply_windows = ApplyWindows(
+            raw.apply_window
+                .iter()
+                .map(|w| w.parse::<ApplyWindow>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid("apply_window", e.to_string()))?,
+        );
         let base = path.parent().unwrap_or(Path::new("."));
         let device_id = match raw.device_id {
             Some(id) => id,
@@ -416,6 +429,7 @@ impl Config {
             drift_interval: raw.drift.interval,
             drift_restore: raw.drift.restore,
             labels: raw.labels,
+            apply_windows,
             max_hook_timeout: raw.hooks.max_timeout,
             trial_boots: raw.hooks.trial_boots,
             limits,

@@ -6,12 +6,16 @@
 //!    an expired index is reported, but the signed releases the operator carried in are
 //!    still eligible: release numbers, not the index, stop rollback).
 //! 2. Read each candidate's header, verify its manifest against the trust root, and keep
-//!    the newest release this device may take (channel, newer, expiry, labels, refusals).
+//!    the newest release this device may take (channel, newer, expiry, labels, refusals,
+//!    and the staged rollout of the medium's channel index: a latest release that is halted
+//!    or not yet rolled out to this device is passed over).
 //! 3. Choose its smallest usable payload: a delta whose base commit the object store
 //!    holds, else the full payload; a delta alone without its base is `missing-prerequisite`.
 //! 4. Copy the payload into SQLite while hashing it; only a copy whose size and digest match
 //!    the signed entry is marked verified, and only that copy is ever read as a bundle.
-//! 5. Apply it.
+//! 5. Apply it — unless applying is paused on the device, or it is outside the maintenance
+//!    windows (`--now` overrides those): then it stays stored and verified, and the service
+//!    applies it when the hold ends.
 
 use std::fs;
 use std::io::{BufReader, Read};
@@ -23,6 +27,7 @@ use ferry_proto::{layout, Reason, ReleaseManifest, Verified};
 
 use crate::agent::{Agent, ApplyOutcome};
 use crate::failure::Failure;
+use crate::hold::{self, Hold};
 use crate::store::CHUNK;
 
 /// The result of an import.
@@ -32,6 +37,11 @@ pub enum ImportResult {
     UpToDate { release: u64 },
     /// A release was applied (or rolled back).
     Applied(ApplyOutcome),
+    /// The medium's newest release is held back from this device by its staged rollout
+    /// (halted, or not yet rolled out to it); nothing older was newer than the applied one.
+    RolloutWait { release: u64, note: String, applied: Option<u64> },
+    /// A release was stored and verified; applying it waits for a hold to end.
+    Held { release: u64, hold: Hold },
 }
 
 /// A release file that verified and may be applied.
@@ -41,10 +51,17 @@ struct Candidate {
     path: PathBuf,
 }
 
-/// Runs an import from `path`, telling `say` what happens.
-pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) -> Result<ImportResult, Failure> {
+/// Runs an import from `path`, telling `say` what happens; `now` overrides the maintenance
+/// windows (an operator at the device), never a pause.
+pub fn import_path(
+    agent: &mut Agent,
+    path: &Path,
+    now: bool,
+    say: &mut dyn FnMut(String),
+) -> Result<ImportResult, Failure> {
     let meta = fs::metadata(path).map_err(|e| Failure::new(Reason::Io, format!("{}: {e}", path.display())))?;
     let single = meta.is_file();
+    let mut index = None;
     let files = if single {
         vec![path.to_path_buf()]
     } else {
@@ -53,7 +70,7 @@ pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) 
             Ok(outcome) => outcome.describe().into_iter().for_each(&mut *say),
             Err(f) => say(format!("note: ack file not applied: {f}")),
         }
-        note_mirror_layout(agent, path, say)?;
+        index = note_mirror_layout(agent, path, say)?;
         ferry_files(path)?
     };
     if files.is_empty() {
@@ -62,6 +79,10 @@ pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) 
 
     // Step 2: verify every header and keep what this device may take.
     let applied = agent.applied()?.map(|(_, r)| r.release);
+    let held_back = held_back(agent, index.as_deref(), applied)?;
+    if let Some((_, note)) = &held_back {
+        say(format!("note: {note}"));
+    }
     let mut eligible: Vec<Candidate> = Vec::new();
     let mut first_rejection: Option<Failure> = None;
     let mut newest_seen = None;
@@ -70,6 +91,7 @@ pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) 
             Ok(c) => {
                 newest_seen = newest_seen.max(Some(c.manifest.release));
                 match agent.check_policy(&c.manifest) {
+                    Ok(()) if held_back.as_ref().is_some_and(|(r, _)| *r == c.manifest.release) => {}
                     Ok(()) => eligible.push(c),
                     Err(f) if !single && f.reason == Reason::Rollback => {}
                     Err(f) if !single && f.reason == Reason::WrongChannel => {
@@ -90,6 +112,9 @@ pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) 
     let Some(best) = eligible.iter().map(|c| c.manifest.release).max() else {
         if let Some(f) = first_rejection {
             return Err(f);
+        }
+        if let Some((release, note)) = held_back {
+            return Ok(ImportResult::RolloutWait { release, note, applied });
         }
         return match (applied, newest_seen) {
             (Some(a), Some(n)) if n <= a => Ok(ImportResult::UpToDate { release: a }),
@@ -136,7 +161,14 @@ pub fn import_path(agent: &mut Agent, path: &Path, say: &mut dyn FnMut(String)) 
         &format!("{kind} payload stored and verified"),
     )?;
 
-    // Step 5: apply.
+    // Step 5: apply, unless held.
+    let release = chosen.manifest.release;
+    if let Some(h) = hold::check(agent.config(), agent.store(), crate::store::now(), now)? {
+        hold::report_once(agent.store(), release, &h)?;
+        crate::daemon::pending::remember(agent.store(), &chosen.manifest.digest())?;
+        return Ok(ImportResult::Held { release, hold: h });
+    }
+    crate::daemon::pending::forget(agent.store())?;
     let outcome =
         agent.apply(&chosen.manifest, &chosen.payload).map_err(|f| agent.reject(Some(chosen.manifest.release), f))?;
     Ok(ImportResult::Applied(outcome))
@@ -149,8 +181,30 @@ fn describe(p: &PayloadRef) -> String {
     }
 }
 
-/// Step 1 for a mirror layout: trust roots and the channel index.
-fn note_mirror_layout(agent: &mut Agent, dir: &Path, say: &mut dyn FnMut(String)) -> Result<(), Failure> {
+/// The release the medium's channel index holds back from this device (its latest, when
+/// halted or not yet rolled out to it; see [`ferry_proto::rollout`]), said and recorded.
+fn held_back(
+    agent: &Agent,
+    index: Option<&ferry_proto::ChannelIndex>,
+    applied: Option<u64>,
+) -> Result<Option<(u64, String)>, Failure> {
+    let Some((index, latest)) = index.and_then(|i| Some((i, i.latest.as_ref()?.release))) else { return Ok(None) };
+    if applied.is_some_and(|a| a >= latest) {
+        return Ok(None);
+    }
+    let admission = ferry_proto::rollout::admission(index, &agent.config().device_id, latest);
+    let Some(note) = admission.describe(latest) else { return Ok(None) };
+    agent.store().record_event("rollout-wait", Some(latest), None, &note)?;
+    Ok(Some((latest, note)))
+}
+
+/// Step 1 for a mirror layout: trust roots and the channel index, which is returned when
+/// there is one that verified.
+fn note_mirror_layout(
+    agent: &mut Agent,
+    dir: &Path,
+    say: &mut dyn FnMut(String),
+) -> Result<Option<Verified<ferry_proto::ChannelIndex>>, Failure> {
     if dir.join("trust").is_dir() {
         let read = |n: u64| -> Result<Option<Vec<u8>>, std::io::Error> {
             match fs::read(dir.join(layout::root_path(n))) {
@@ -166,7 +220,7 @@ fn note_mirror_layout(agent: &mut Agent, dir: &Path, say: &mut dyn FnMut(String)
         }
     }
     let index_path = dir.join(layout::index_path(&agent.config().channel));
-    let Ok(bytes) = fs::read(&index_path) else { return Ok(()) };
+    let Ok(bytes) = fs::read(&index_path) else { return Ok(None) };
     let index = agent
         .root()
         .verify_index(&bytes, &agent.config().limits)
@@ -181,7 +235,7 @@ fn note_mirror_layout(agent: &mut Agent, dir: &Path, say: &mut dyn FnMut(String)
         }
         Err(e) => return Err(agent.reject(None, e.context(index_path.display()))),
     }
-    Ok(())
+    Ok(Some(index))
 }
 
 /// `.ferry` files directly in `dir` and in `dir/payloads`, sorted.

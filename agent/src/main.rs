@@ -37,10 +37,27 @@ enum Command {
     },
     /// Import and apply the newest release from a .ferry file, a directory of them, or a
     /// mirror layout (e.g. a USB stick written by `bundler export`).
+    ///
+    /// The release is stored and verified at once; applying it waits while the device is
+    /// paused or outside its `apply_window`s (the service applies it when the hold ends).
     Import {
         /// File or directory.
         path: PathBuf,
+        /// Apply now even outside the maintenance windows (an operator at the device). A
+        /// pause still holds: `ferry-agent resume` first.
+        #[arg(long)]
+        now: bool,
     },
+    /// Stop applying releases on this device (until TIME, or until `resume`). A paused device
+    /// still downloads, verifies and reports, and says it is paused in `status` and reports.
+    Pause {
+        /// When the pause ends by itself: a duration (3h, 2days), a local date and time
+        /// (2026-12-01 06:00) or RFC 3339 (2026-12-01T05:00:00Z). Default: until `resume`.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+    },
+    /// Lift a pause: the next poll (or import) applies what is pending.
+    Resume,
     /// Show the applied release, slot, trial state and last error.
     Status {
         /// Machine-readable output.
@@ -133,9 +150,9 @@ fn init_logging(service: bool) {
 fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { .. } => unreachable_run(),
-        Command::Import { path } => {
+        Command::Import { path, now } => {
             let mut agent = Agent::open(cfg)?;
-            let result = intake::import_path(&mut agent, &path, &mut |line| println!("{line}"));
+            let result = intake::import_path(&mut agent, &path, now, &mut |line| println!("{line}"));
             // Keep the report outbox under its cap between daemon cycles too.
             let max = agent.config().reports.max_outbox_bytes;
             if let Err(e) = ferry_agent::outbox::Outbox::new(agent.store()).compact(max) {
@@ -144,6 +161,14 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
             match result {
                 Ok(ImportResult::UpToDate { release }) => println!("up to date: release {release} is applied"),
                 Ok(ImportResult::Applied(outcome)) => return Ok(report(&outcome)),
+                Ok(ImportResult::Held { release, hold }) => {
+                    println!("release {release} is stored and verified; not applied yet: {}", hold.describe());
+                    println!("the ferry-agent service applies it when that ends");
+                }
+                Ok(ImportResult::RolloutWait { note, applied, .. }) => {
+                    let on = applied.map_or("no release".to_string(), |a| format!("release {a}"));
+                    println!("staying on {on}: {note}");
+                }
                 Err(f) => {
                     println!("rejected: {}: {}", f.reason, f.message);
                     return Ok(ExitCode::from(1));
@@ -213,6 +238,27 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
         Command::ExportReports { dir } => {
             export::export_reports(&cfg, &dir, &mut |line| println!("{line}"))?;
         }
+        Command::Pause { until } => {
+            let store = ferry_agent::store::Store::open(&prepare_state_dir(&cfg)?)?;
+            let now = ferry_agent::store::now();
+            let until = match until.map(|t| ferry_agent::hold::parse_until(&t, now)).transpose() {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("ferry-agent: error: --until {e}");
+                    return Ok(ExitCode::from(64));
+                }
+            };
+            ferry_agent::hold::pause(&store, until)?;
+            println!("{}", ferry_agent::hold::Hold::Paused { until }.describe());
+        }
+        Command::Resume => {
+            let store = ferry_agent::store::Store::open(&prepare_state_dir(&cfg)?)?;
+            if ferry_agent::hold::resume(&store, ferry_agent::store::now())? {
+                println!("resumed: the next poll or import applies what is pending");
+            } else {
+                println!("not paused");
+            }
+        }
         Command::Rollback => {
             let mut agent = Agent::open(cfg)?;
             match agent.manual_rollback() {
@@ -225,6 +271,13 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The state directory, created on first use (as `status` and the agent do).
+fn prepare_state_dir(cfg: &Config) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .map_err(|e| anyhow::anyhow!("creating state directory {}: {e}", cfg.state_dir.display()))?;
+    Ok(cfg.state_dir.clone())
 }
 
 /// `run` is dispatched before the one-shot commands.

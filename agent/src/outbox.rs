@@ -344,8 +344,11 @@ impl<'a> Outbox<'a> {
         let effective = acked.min(sent);
         let newest_failure = tx
             .query_row(
-                "SELECT seq, at, kind, release, reason, message FROM events WHERE reason IS NOT NULL
-                 ORDER BY seq DESC LIMIT 1",
+                &format!(
+                    "SELECT seq, at, kind, release, reason, message FROM events WHERE {}
+                     ORDER BY seq DESC LIMIT 1",
+                    crate::store::FAILURE_EVENTS
+                ),
                 [],
                 |r| {
                     Ok(Event {
@@ -405,7 +408,7 @@ pub fn device_status(cfg: &Config, store: &Store) -> Result<DeviceStatus, Failur
         health: health.to_string(),
         last_failure: store.last_failure()?.and_then(|e| e.reason),
         drift_paths: metrics::get(store, Metric::DriftPaths)?,
-        paused: false,
+        paused: crate::hold::paused(store, crate::store::now())?.is_some(),
     })
 }
 

@@ -28,7 +28,14 @@ pub struct Status {
     pub trial: String,
     /// The newest failure with its typed reason.
     pub last_error: Option<Event>,
+    /// Set when applying is paused on the device: what the pause is.
+    pub paused: Option<String>,
+    /// Why a newer release is not applied yet (not targeted, staged rollout, a hold).
+    pub waiting: Option<String>,
 }
+
+/// Event kinds that say why a newer release waits.
+const WAITING_KINDS: [&str; 3] = ["not-targeted", "rollout-wait", "held"];
 
 /// Reads the status.
 pub fn status(cfg: &Config) -> Result<Status, Failure> {
@@ -49,6 +56,14 @@ pub fn status(cfg: &Config) -> Result<Status, Failure> {
         Some(e) if e.state.is_open() => e.state.as_str().to_string(),
         _ => "none".to_string(),
     };
+    let now = crate::store::now();
+    let paused = crate::hold::paused(&store, now)?.map(|until| crate::hold::Hold::Paused { until }.describe());
+    let release = applied.as_ref().map(|r| r.release);
+    let waiting = store
+        .recent_events(100)?
+        .into_iter()
+        .find(|e| WAITING_KINDS.contains(&e.kind.as_str()) && e.release.is_some_and(|r| release.is_none_or(|a| r > a)))
+        .map(|e| e.message);
     Ok(Status {
         device_id: cfg.device_id.clone(),
         channel: cfg.channel.to_string(),
@@ -58,6 +73,8 @@ pub fn status(cfg: &Config) -> Result<Status, Failure> {
         last_apply,
         trial,
         last_error: store.last_failure()?,
+        paused,
+        waiting,
     })
 }
 
@@ -79,6 +96,12 @@ impl Status {
         }
         if let Some(p) = &self.previous {
             line("previous", format!("release {} (rollback target)", p.release));
+        }
+        if let Some(p) = &self.paused {
+            line("paused", p.clone());
+        }
+        if let Some(w) = &self.waiting {
+            line("waiting", w.clone());
         }
         line("trial", self.trial.clone());
         if let Some(j) = &self.last_apply {

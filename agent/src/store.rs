@@ -183,6 +183,10 @@ pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// SQL condition for the events that are failures: a typed reason, except a release not
+/// targeted at this device, which is news, not a failure.
+pub const FAILURE_EVENTS: &str = "reason IS NOT NULL AND kind <> 'not-targeted'";
+
 impl Store {
     /// Opens (creating and migrating) `<state_dir>/ferry.db`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
@@ -237,6 +241,12 @@ impl Store {
             "INSERT INTO settings(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [key, value],
         )?;
+        Ok(())
+    }
+
+    /// Removes a setting (absent already is fine).
+    pub fn clear_setting(&self, key: &str) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM settings WHERE key = ?1", [key])?;
         Ok(())
     }
 
@@ -583,7 +593,7 @@ impl Store {
     /// acknowledged (and so removed) it, the copy the outbox kept (see
     /// [`crate::outbox::LAST_FAILURE_KEY`]); every event still held is newer than that one.
     pub fn last_failure(&self) -> Result<Option<Event>, StoreError> {
-        if let Some(e) = self.events("WHERE reason IS NOT NULL", 1)?.into_iter().next() {
+        if let Some(e) = self.events(&format!("WHERE {FAILURE_EVENTS}"), 1)?.into_iter().next() {
             return Ok(Some(e));
         }
         Ok(self.setting(crate::outbox::LAST_FAILURE_KEY)?.and_then(|json| serde_json::from_str(&json).ok()))

@@ -1,7 +1,9 @@
 //! `bundler fleet`: what every device last reported (channel, labels, applied release,
 //! health, last seen, last failure, drift) and, given the mirror, which release is still
 //! pending for it; then per release, how the fleet took it (running it, applied, healthy,
-//! rolled back). Read-only; `--json` for tools.
+//! rolled back), with halt advice where the share of devices that rolled a release back is
+//! over `--max-failure-ratio`, and the rollout state of each channel's latest release.
+//! Read-only; `--json` for tools.
 //!
 //! The pending column trusts only what verifies: the mirror's trust history is walked from
 //! `root.1` and each channel index is checked against it. A channel whose index does not
@@ -33,13 +35,17 @@ pub struct FleetArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Advise halting a release when more than this share of the devices that tried it
+    /// rolled it back (as `bundler rollout` refuses to widen then).
+    #[arg(long, default_value_t = crate::rollout_cmd::DEFAULT_MAX_FAILURE_RATIO)]
+    max_failure_ratio: f64,
 }
 
 /// What a channel's verified index says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ChannelLatest {
     /// The latest release.
-    Release { release: u64, halted: bool },
+    Release { release: u64, halted: bool, rollout: String },
     /// No index, or an index without a release.
     Nothing,
     /// The index did not verify.
@@ -76,6 +82,18 @@ pub fn run(args: &FleetArgs) -> Result<()> {
                 v
             })
             .collect();
+        let releases: Vec<Value> = releases
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("failure_ratio".into(), json!(crate::rollout_cmd::failure_ratio(r)));
+                    map.insert("advice".into(), json!(advice(r, args.max_failure_ratio)));
+                    map.insert("rollout".into(), json!(rollout_of(latest.as_ref(), r)));
+                }
+                v
+            })
+            .collect();
         let out = json!({ "now": now, "devices": devices, "releases": releases });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -108,7 +126,7 @@ pub fn run(args: &FleetArgs) -> Result<()> {
             ];
             if latest.is_some() {
                 row.push(match pending(d) {
-                    Some(ChannelLatest::Release { release, halted }) if is_pending(d, *release) => {
+                    Some(ChannelLatest::Release { release, halted, .. }) if is_pending(d, *release) => {
                         format!("pending {release}{}", if *halted { " (halted)" } else { "" })
                     }
                     Some(ChannelLatest::Unverified) => "?".into(),
@@ -123,20 +141,46 @@ pub fn run(args: &FleetArgs) -> Result<()> {
     if releases.is_empty() {
         println!("no releases reported yet");
     } else {
-        let mut table = Table::new(&["CHANNEL", "RELEASE", "CURRENT", "APPLIED", "HEALTHY", "ROLLED-BACK"]);
+        let mut headers = vec!["CHANNEL", "RELEASE", "CURRENT", "APPLIED", "HEALTHY", "ROLLED-BACK"];
+        if latest.is_some() {
+            headers.push("ROLLOUT");
+        }
+        headers.push("ADVICE");
+        let mut table = Table::new(&headers);
         for r in &releases {
-            table.row(vec![
+            let mut row = vec![
                 r.channel.clone(),
                 r.release.to_string(),
                 r.current.to_string(),
                 r.applied.to_string(),
                 r.healthy.to_string(),
                 r.rolled_back.to_string(),
-            ]);
+            ];
+            if latest.is_some() {
+                row.push(rollout_of(latest.as_ref(), r).unwrap_or_else(|| "-".into()));
+            }
+            row.push(advice(r, args.max_failure_ratio).unwrap_or_else(|| "-".into()));
+            table.row(row);
         }
         table.print();
     }
     Ok(())
+}
+
+/// `halt: 3 of 20 rolled back (15%)` when the failure ratio is over `max`.
+fn advice(r: &crate::fleetdb::ReleaseSummary, max: f64) -> Option<String> {
+    let ratio = crate::rollout_cmd::failure_ratio(r)?;
+    (ratio > max).then(|| {
+        format!("halt: {} of {} rolled back ({:.0}%)", r.rolled_back, r.applied + r.rolled_back, ratio * 100.0)
+    })
+}
+
+/// The rollout state, for the release a channel's index names as its latest.
+fn rollout_of(latest: Option<&BTreeMap<String, ChannelLatest>>, r: &crate::fleetdb::ReleaseSummary) -> Option<String> {
+    match latest?.get(&r.channel)? {
+        ChannelLatest::Release { release, rollout, .. } if *release == r.release => Some(rollout.clone()),
+        _ => None,
+    }
 }
 
 fn is_pending(d: &DeviceRow, latest: u64) -> bool {
@@ -156,7 +200,11 @@ fn latest_releases(mirror: &Mirror, devices: &[DeviceRow]) -> Result<BTreeMap<St
             Err(_) => ChannelLatest::Nothing,
             Ok(channel) => match mirror.index(&root, &channel, &limits) {
                 Ok(Some(index)) => match &index.latest {
-                    Some(l) => ChannelLatest::Release { release: l.release, halted: index.halted },
+                    Some(l) => ChannelLatest::Release {
+                        release: l.release,
+                        halted: index.halted,
+                        rollout: crate::rollout_cmd::describe(&index),
+                    },
                     None => ChannelLatest::Nothing,
                 },
                 Ok(None) => ChannelLatest::Nothing,

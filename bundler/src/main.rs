@@ -23,6 +23,7 @@ mod payload;
 mod progress;
 mod release;
 mod reports_import;
+mod rollout_cmd;
 mod serve;
 mod trust_cmd;
 mod verify;
@@ -60,6 +61,9 @@ enum Command {
     /// Manage a channel index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Widen, narrow, halt or resume the staged rollout of a channel's latest release
+    /// (re-signs the index only); widening is refused over the fleet's failure ratio.
+    Rollout(rollout_cmd::RolloutArgs),
     /// Verify a .ferry file or a whole mirror as a device would; prints OK or the typed reason.
     Verify(verify::VerifyArgs),
     /// Print any Ferry document (root, manifest, index, .ferry) as JSON, without verifying.
@@ -145,6 +149,7 @@ fn run(command: Command) -> anyhow::Result<bool> {
         Command::Trust(TrustCommand::Rotate(args)) => trust_cmd::rotate(&args)?,
         Command::Release(args) => release::run(&args)?,
         Command::Index(IndexCommand::Refresh(args)) => index_cmd::refresh(&args)?,
+        Command::Rollout(args) => rollout_cmd::run(&args)?,
         Command::Verify(args) => return verify::run(&args),
         Command::Inspect { path } => inspect::run(&path)?,
         Command::Export(args) => export::run(&args)?,

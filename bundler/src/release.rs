@@ -62,6 +62,10 @@ pub struct ReleaseArgs {
     /// Only devices with this label take the release (KEY=VALUE, repeatable).
     #[arg(long = "require-label", value_name = "KEY=VALUE", value_parser = parse_label)]
     require_labels: Vec<(String, String)>,
+    /// Start a staged rollout: the share of devices (0-100 %) that may take this release;
+    /// widen it later with `bundler rollout`.
+    #[arg(long, value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    rollout: u8,
     /// zstd compression level (1-22).
     #[arg(long, default_value_t = crate::payload::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
@@ -157,7 +161,7 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
         created: now,
         expires: now + args.expires.as_secs(),
         latest: Some(LatestRelease { release: number, manifest_sha256: manifest_digest }),
-        rollout_percent: 100,
+        rollout_percent: args.rollout,
         halted: false,
     };
     crate::index_cmd::write_index(&mirror, &root, &index_key, &index, &limits)?;
@@ -179,6 +183,9 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
         );
     }
     println!("  index     version {} expires {}", index.version, crate::clock::rfc3339(index.expires));
+    if index.rollout_percent < 100 {
+        println!("  rollout   {}% of devices (widen with `bundler rollout`)", index.rollout_percent);
+    }
     Ok(())
 }
 

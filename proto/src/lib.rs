@@ -20,6 +20,7 @@ pub mod names;
 pub mod payload;
 pub mod reason;
 pub mod report;
+pub mod rollout;
 pub mod trust;
 pub mod verified;
 

@@ -142,6 +142,22 @@ impl Default for Operator {
     }
 }
 
+/// Names a directory: every agent run of [`Device::agent`] records its peak RSS there.
+pub const RSS_DIR_ENV: &str = "FERRY_TEST_AGENT_RSS_DIR";
+/// Names an agent binary [`Device::agent`] runs instead of the end-to-end build.
+pub const AGENT_ENV: &str = "FERRY_TEST_AGENT";
+
+/// A fresh file name in `dir` for one agent run: the test (thread) name, this process, a
+/// counter, the subcommand.
+fn rss_record(dir: &Path, args: &[&str]) -> PathBuf {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("unnamed").replace("::", "-");
+    let sub = args.first().copied().unwrap_or("none");
+    dir.join(format!("{test}.{}.{n}.{sub}", std::process::id()))
+}
+
 /// A device: a config and a state directory.
 pub struct Device {
     /// Holds everything; removed on drop.
@@ -155,21 +171,40 @@ pub struct Device {
 impl Device {
     /// A device on `channel` trusting `root`, with extra TOML appended to its config.
     pub fn new(channel: &str, root: &Path, extra_toml: &str) -> Device {
+        Device::with_id("test-device", channel, root, extra_toml)
+    }
+
+    /// A device with its own `device_id`.
+    pub fn with_id(id: &str, channel: &str, root: &Path, extra_toml: &str) -> Device {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("state");
         let config = dir.path().join("agent.toml");
         fs::copy(root, dir.path().join("root.1")).expect("copy root");
         fs::write(
             &config,
-            format!("channel = \"{channel}\"\ntrust_root = \"root.1\"\nstate_dir = \"state\"\ndevice_id = \"test-device\"\n{extra_toml}"),
+            format!("channel = \"{channel}\"\ntrust_root = \"root.1\"\nstate_dir = \"state\"\ndevice_id = \"{id}\"\n{extra_toml}"),
         )
         .expect("config");
         Device { dir, config, state }
     }
 
     /// A `ferry-agent` command with `args`.
+    ///
+    /// Opt-in, for measuring a whole suite: with [`AGENT_ENV`] set, that binary runs instead
+    /// of the end-to-end build; with [`RSS_DIR_ENV`] set, the agent runs under GNU
+    /// `time -f %M`, which writes its peak RSS in KiB (`ru_maxrss`) to a new file in that
+    /// directory named `<test>.<pid>.<n>.<subcommand>`. The wrapper does not forward signals,
+    /// so use it only for suites that let the agent run to its end.
     pub fn agent(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&binaries().agent);
+        let agent = std::env::var_os(AGENT_ENV).map_or_else(|| binaries().agent.clone(), PathBuf::from);
+        let mut c = match std::env::var_os(RSS_DIR_ENV) {
+            Some(dir) => {
+                let mut c = Command::new("/usr/bin/time");
+                c.args(["-f", "%M", "-o"]).arg(rss_record(Path::new(&dir), args)).arg(agent);
+                c
+            }
+            None => Command::new(agent),
+        };
         c.arg("--config").arg(&self.config).args(args);
         c
     }

@@ -6,13 +6,16 @@
 //! 3. if it names a release newer than the applied one: fetch its manifest by digest,
 //!    verify it and check policy (its not-after judged by the later of the clock, the
 //!    latest signing time seen and this index's); a release not for this device, or
-//!    refused before, leaves the device converged where it is;
+//!    refused before, or not yet rolled out to it (or halted), leaves the device converged
+//!    where it is;
 //! 4. choose the smallest usable payload (a delta whose base is held, else the full one),
 //!    download it into SQLite with resume, hash what was stored. If the store refuses a
 //!    chunk, another ferry-agent (an import) took the payload over: wait for its state lock,
 //!    then use what it did (verified, or applied) or resume from what it left;
-//! 5. apply it through the engine, under the state lock, on a blocking thread; a release
-//!    applied meanwhile by an import is convergence, not a rejection.
+//! 5. unless a hold (a pause, or outside the maintenance windows) makes it wait — it is then
+//!    remembered as pending, so it is applied when the hold ends even with no mirror in
+//!    reach —, apply it through the engine, under the state lock, on a blocking thread; a
+//!    release applied meanwhile by an import is convergence, not a rejection.
 //!
 //! A mirror that fails (network, verification) is reported and the next one is tried.
 
@@ -29,12 +32,16 @@ use crate::agent::{Agent, ApplyOutcome};
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::fetch::{Conditional, Resume};
+use crate::hold::{self, Hold};
 use crate::lock::StateLock;
 use crate::metrics::{self, Metric};
 use crate::store::Store;
 
 /// Settings key: the last release reported as not targeted at this device.
 const NOT_TARGETED_KEY: &str = "not_targeted_release";
+
+/// Settings key: the last rollout decision reported (release and what the index said).
+const ROLLOUT_KEY: &str = "rollout_reported";
 
 /// Longest wait for another ferry-agent (an import) that took over a payload being downloaded.
 const LOCK_WAIT: Duration = Duration::from_secs(3600);
@@ -48,6 +55,8 @@ pub enum Cycle {
     Applied { release: u64 },
     /// A release was applied, failed its trial and was rolled back.
     RolledBack { release: u64, failure: Failure },
+    /// A release is downloaded and verified, and waits for a hold to end.
+    Held { release: Option<u64>, pending: u64, hold: Hold },
 }
 
 /// Shared counters a cycle adds to.
@@ -87,6 +96,12 @@ pub async fn run(
                 last = Some(f.context(source.key()));
             }
         }
+    }
+    // No mirror in reach (a device fed by USB sticks, or a link down): a release held
+    // earlier, by this loop or by an import, is applied once its hold ends. A mirror that
+    // answers decides instead (its index may have halted the rollout meanwhile).
+    if let Some(c) = super::pending::apply_if_due(cfg, counters).await? {
+        return Ok(c);
     }
     Err(last.unwrap_or_else(|| {
         let why = if tried == 0 { "no mirror is configured or present" } else { "no mirror answered" };
@@ -183,6 +198,21 @@ async fn one_mirror(
         }
         return Err(f);
     }
+    let admission = ferry_proto::rollout::admission(&index, &cfg.device_id, manifest.release);
+    if let Some(note) = admission.describe(manifest.release) {
+        // Reported once per release and rollout state, not on every poll.
+        let state = format!("{}:{admission:?}", manifest.release);
+        tokio::task::block_in_place(|| -> Result<(), Failure> {
+            if store.setting(ROLLOUT_KEY)?.as_deref() != Some(state.as_str()) {
+                store.set_setting(ROLLOUT_KEY, &state)?;
+                store.record_event("rollout-wait", Some(manifest.release), None, &note)?;
+                tracing::info!(release = manifest.release, "{note}");
+            }
+            super::pending::forget(&store)?;
+            Ok(())
+        })?;
+        return Ok(Cycle::Converged { release: applied, note: Some(note) });
+    }
 
     // Step 4: the payload.
     let payload = choose_payload(cfg, &manifest)?;
@@ -195,7 +225,33 @@ async fn one_mirror(
         return Err(Failure::new(Reason::Io, "shutting down"));
     }
 
-    // Step 5: apply on a blocking thread, holding the state lock; never abandoned midway.
+    // Step 5: wait for a hold to end, else apply.
+    let held = tokio::task::block_in_place(|| -> Result<Option<Hold>, Failure> {
+        let held = hold::check(cfg, &store, crate::store::now(), false)?;
+        match &held {
+            Some(h) => {
+                hold::report_once(&store, manifest.release, h)?;
+                super::pending::remember(&store, &manifest_digest)?;
+            }
+            None => super::pending::forget(&store)?,
+        }
+        Ok(held)
+    })?;
+    if let Some(hold) = held {
+        return Ok(Cycle::Held { release: applied, pending: manifest.release, hold });
+    }
+    apply(cfg, manifest, payload, counters).await
+}
+
+/// Applies a stored, verified payload on a blocking thread, holding the state lock; never
+/// abandoned midway.
+pub(super) async fn apply(
+    cfg: &Config,
+    manifest: Verified<ReleaseManifest>,
+    payload: PayloadRef,
+    counters: &Arc<Counters>,
+) -> Result<Cycle, Failure> {
+    let release = manifest.release;
     let cfg2 = cfg.clone();
     counters.applying.store(true, Ordering::SeqCst);
     let outcome = tokio::task::spawn_blocking(move || -> Result<Option<ApplyOutcome>, Failure> {
@@ -213,17 +269,18 @@ async fn one_mirror(
     match outcome {
         Some(ApplyOutcome::Committed { release, .. }) => Ok(Cycle::Applied { release }),
         Some(ApplyOutcome::RolledBack { release, failure }) => {
-            tokio::task::block_in_place(|| metrics::add(&store, Metric::Rollbacks, 1))?;
+            let add = |s: Store| metrics::add(&s, Metric::Rollbacks, 1);
+            tokio::task::block_in_place(|| Store::open(&cfg.state_dir).and_then(add))?;
             Ok(Cycle::RolledBack { release, failure })
         }
         None => Ok(Cycle::Converged {
             release: applied_release(cfg)?,
-            note: Some(format!("release {} was applied meanwhile by another ferry-agent", latest.release)),
+            note: Some(format!("release {release} was applied meanwhile by another ferry-agent")),
         }),
     }
 }
 
-fn applied_release(cfg: &Config) -> Result<Option<u64>, Failure> {
+pub(super) fn applied_release(cfg: &Config) -> Result<Option<u64>, Failure> {
     let slots = crate::slots::Slots::open(&cfg.state_dir)?;
     Ok(match slots.current()? {
         Some(s) => slots.read_record(s)?.map(|r| r.release),

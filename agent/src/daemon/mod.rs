@@ -10,6 +10,7 @@
 //! interval: the wait between polls wakes for it.
 
 pub mod cycle;
+pub mod pending;
 pub mod sink;
 pub mod source;
 
@@ -135,7 +136,11 @@ async fn main_loop(config_path: &Path, once: bool) -> Result<u8, Failure> {
                 notifier.status("an apply is running; it finishes first");
             }
         };
+        let mut hold_ends = None;
         if let Some(outcome) = outcome {
+            if let Ok(Cycle::Held { hold, .. }) = &outcome {
+                hold_ends = hold.ends_at();
+            }
             let status = finish_cycle(&cfg, &counters, &outcome);
             notifier.status(&status);
             tracing::info!("{status}");
@@ -150,7 +155,7 @@ async fn main_loop(config_path: &Path, once: bool) -> Result<u8, Failure> {
             }
             if once {
                 return Ok(match outcome {
-                    Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => 0,
+                    Ok(Cycle::Converged { .. } | Cycle::Applied { .. } | Cycle::Held { .. }) => 0,
                     Ok(Cycle::RolledBack { .. }) | Err(_) => {
                         println!("{status}");
                         1
@@ -166,8 +171,13 @@ async fn main_loop(config_path: &Path, once: bool) -> Result<u8, Failure> {
             continue 'service;
         }
 
-        // Wait for the next poll, checking drift whenever it is due.
-        let next_poll = later(Instant::now(), cfg.poll_interval.mul_f64(0.9 + 0.2 * random_fraction()));
+        // Wait for the next poll, checking drift whenever it is due; a hold that ends
+        // sooner (a window opening, a pause running out) wakes the loop then.
+        let mut wait = cfg.poll_interval.mul_f64(0.9 + 0.2 * random_fraction());
+        if let Some(ends) = hold_ends {
+            wait = wait.min(Duration::from_secs(ends.saturating_sub(crate::store::now()).max(1)));
+        }
+        let next_poll = later(Instant::now(), wait);
         loop {
             let now = Instant::now();
             let next_drift = last_drift.map_or(now, |t| later(t, cfg.drift_interval));
@@ -249,6 +259,11 @@ fn finish_cycle(cfg: &Config, counters: &Counters, outcome: &Result<Cycle, Failu
         }
         Ok(Cycle::Applied { release }) => format!("applied release {release}"),
         Ok(Cycle::RolledBack { release, failure }) => format!("release {release} rolled back: {failure}"),
+        Ok(Cycle::Held { release, pending, hold }) => format!(
+            "on release {}: release {pending} is ready; {}",
+            release.map(|r| r.to_string()).unwrap_or_else(|| "none".into()),
+            hold.describe()
+        ),
         Err(f) => format!("not converged: {f}"),
     };
     let result = tokio::task::block_in_place(|| -> Result<(), Failure> {
@@ -257,7 +272,9 @@ fn finish_cycle(cfg: &Config, counters: &Counters, outcome: &Result<Cycle, Failu
         metrics::add(&store, Metric::Retries, counters.retries.swap(0, Ordering::Relaxed))?;
         let now = crate::store::now();
         match outcome {
-            Ok(Cycle::Converged { .. } | Cycle::Applied { .. }) => metrics::set(&store, Metric::LastSuccess, now)?,
+            Ok(Cycle::Converged { .. } | Cycle::Applied { .. } | Cycle::Held { .. }) => {
+                metrics::set(&store, Metric::LastSuccess, now)?
+            }
             _ => metrics::set(&store, Metric::LastFailure, now)?,
         }
         Ok(())
