@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use ferry_proto::{PublicKey, SigningKey};
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Reads a private key.
@@ -26,6 +26,14 @@ pub fn load_public(path: &Path) -> Result<PublicKey> {
 /// Writes a new key pair: `out` (0600, refusing to overwrite) and `out.pub`.
 pub fn write_new(out: &Path, key: &SigningKey) -> Result<PathBuf> {
     let pem = key.to_pem()?;
+    // A key directory made here is private too (`keys/root` with no `keys/` yet).
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -53,4 +61,27 @@ pub fn ensure_in_role(key: &SigningKey, role: &ferry_proto::Role, role_name: &st
         bail!("key {} (id {}) is not a {role_name} key of the mirror's trust root", path.display(), &id.to_hex()[..16]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_new_key_gets_private_directories_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("keys/site/root");
+        let key = SigningKey::generate().expect("key");
+        let public = write_new(&out, &key).expect("first write");
+        assert_eq!(public, dir.path().join("keys/site/root.pub"));
+        for (path, mode) in [(dir.path().join("keys"), 0o700), (out.clone(), 0o600)] {
+            let got = fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(got, mode, "{}", path.display());
+        }
+        let before = fs::read(&out).expect("read");
+        let e = write_new(&out, &SigningKey::generate().expect("key")).expect_err("exists");
+        assert!(format!("{e:#}").contains("never overwritten"), "{e:#}");
+        assert_eq!(fs::read(&out).expect("read"), before);
+    }
 }
