@@ -54,6 +54,9 @@ impl Mirror {
         let mut tmp =
             tempfile::NamedTempFile::new_in(parent).with_context(|| format!("writing into {}", parent.display()))?;
         fill(tmp.as_file_mut())?;
+        // Everything on a mirror is public and signed; a web server running as another user
+        // must be able to read it (a temporary file starts as 0600).
+        tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         tmp.as_file().sync_all()?;
         tmp.persist(&path).with_context(|| format!("renaming into {}", path.display()))?;
         fs::File::open(parent)?.sync_all()?;
