@@ -275,6 +275,7 @@ fn store_payload(agent: &mut Agent, c: &Candidate) -> Result<(), Failure> {
     if store.payload_verified(&c.payload.sha256)? {
         return Ok(());
     }
+    crate::crash_point!("intake::before-store");
     let mut file = BufReader::new(fs::File::open(&c.path)?);
     // The header is re-read from the file opened now; the payload bytes that follow are
     // what gets stored, then hashed.

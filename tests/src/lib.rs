@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod adversarial;
 pub mod bench_md;
 pub mod chaos;
 pub mod crash;
