@@ -80,6 +80,7 @@ impl Agent {
         let walked = self.root.clone().walk(fetch, &self.cfg.limits)?;
         if walked.version() != before {
             self.store.put_root(walked.version(), walked.envelope_bytes())?;
+            crate::freshness::after_rotation(&self.store, self.root.root(), walked.root())?;
             tracing::info!(from = before, to = walked.version(), "trust root rotated");
             self.store.record_event(
                 "trust-rotated",

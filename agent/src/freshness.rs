@@ -9,6 +9,12 @@
 //! It also remembers the highest index version it has seen *expire*: that index (and any
 //! older one) stays refused even if the clock later moves back inside its validity. The
 //! next index the operator signs lifts it.
+//!
+//! A rotation of the trust root that changes the `index` role's keys or threshold wipes
+//! all three (TUF 5.3.11): an index key that was stolen may have pushed the version (a
+//! fast-forward attack) or the signing time far ahead, and rotating that key away is how
+//! the operator recovers such devices. The seen time restarts at the new root's signing
+//! time, which only root keys vouch for.
 
 use ferry_proto::index::ChannelIndex;
 
@@ -74,6 +80,38 @@ pub fn record(store: &Store, index: &ChannelIndex) -> Result<(), StoreError> {
     store.set_setting(SEEN_VERSION, &old.index_version.max(index.version).to_string())?;
     store.set_setting(SEEN_TIME, &old.time.max(index.created).to_string())?;
     Ok(())
+}
+
+/// Forgets what indexes signed by a replaced `index` role established; the new trust root's
+/// signing time becomes the latest seen time.
+fn forget_after_index_rotation(store: &Store, root_created: u64) -> Result<(), StoreError> {
+    store.clear_setting(SEEN_VERSION)?;
+    store.clear_setting(EXPIRED_VERSION)?;
+    store.set_setting(SEEN_TIME, &root_created.to_string())?;
+    Ok(())
+}
+
+/// Applies [`forget_after_index_rotation`] when a rotation from `before` to `after`
+/// changed the index role; says whether it did.
+pub fn after_rotation(
+    store: &Store,
+    before: &ferry_proto::TrustRoot,
+    after: &ferry_proto::TrustRoot,
+) -> Result<bool, StoreError> {
+    if before.index == after.index {
+        return Ok(false);
+    }
+    forget_after_index_rotation(store, after.created)?;
+    store.record_event(
+        "index-keys-rotated",
+        None,
+        None,
+        &format!(
+            "trust root {} replaced the index keys: index versions and times seen under the old keys are forgotten",
+            after.version
+        ),
+    )?;
+    Ok(true)
 }
 
 #[cfg(test)]

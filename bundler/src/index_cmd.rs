@@ -21,9 +21,9 @@ pub struct RefreshArgs {
     /// Channel whose index to refresh.
     #[arg(long)]
     channel: ChannelName,
-    /// Private key of the `index` role.
-    #[arg(long)]
-    index_key: PathBuf,
+    /// Private key of the `index` role (repeat for a role that needs several signatures).
+    #[arg(long, required = true)]
+    index_key: Vec<PathBuf>,
     /// New validity, from now.
     #[arg(long, default_value = "7d", value_parser = crate::clock::parse_duration)]
     expires: Duration,
@@ -34,9 +34,8 @@ pub fn refresh(args: &RefreshArgs) -> Result<()> {
     let limits = Limits::default();
     let mirror = Mirror::new(&args.mirror);
     let root = mirror.trusted_root(None, &limits)?;
-    let key = keyfile::load_private(&args.index_key)?;
-    keyfile::ensure_in_role(&key, &root.root().index, "index", &args.index_key)?;
-    let old = mirror.index(&root, &args.channel, &limits)?.with_context(|| {
+    let keys = keyfile::load_role_keys(&args.index_key, &root.root().index, "index")?;
+    let old = mirror.index_to_resign(&root, &args.channel, &limits)?.with_context(|| {
         format!("channel {} has no index in {} yet: publish a release first", args.channel, args.mirror.display())
     })?;
     let now = crate::clock::now()?;
@@ -46,7 +45,7 @@ pub fn refresh(args: &RefreshArgs) -> Result<()> {
         expires: now + args.expires.as_secs(),
         ..(*old).clone()
     };
-    write_index(&mirror, &root, &key, &index, &limits)?;
+    write_index(&mirror, &root, &keys, &index, &limits)?;
     println!(
         "channel {} index version {} expires {}",
         args.channel,
@@ -60,11 +59,11 @@ pub fn refresh(args: &RefreshArgs) -> Result<()> {
 pub fn write_index(
     mirror: &Mirror,
     root: &ferry_proto::VerifiedRoot,
-    key: &ferry_proto::SigningKey,
+    keys: &[ferry_proto::SigningKey],
     index: &ChannelIndex,
     limits: &Limits,
 ) -> Result<()> {
-    let bytes = Envelope::sign(DocKind::Index, index.to_bytes(), &[key]).encode();
+    let bytes = Envelope::sign(DocKind::Index, index.to_bytes(), &keys.iter().collect::<Vec<_>>()).encode();
     root.verify_index(&bytes, limits).context("the signed index does not verify")?;
     mirror.write(&layout::index_path(&index.channel), &bytes)
 }

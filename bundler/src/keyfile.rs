@@ -63,6 +63,29 @@ pub fn ensure_in_role(key: &SigningKey, role: &ferry_proto::Role, role_name: &st
     Ok(())
 }
 
+/// Loads the private keys given for a role (`--release-key` or `--index-key`, repeatable),
+/// each one of the role's keys, distinct, and at least the role's threshold of them.
+pub fn load_role_keys(paths: &[PathBuf], role: &ferry_proto::Role, role_name: &str) -> Result<Vec<SigningKey>> {
+    let mut keys: Vec<SigningKey> = Vec::new();
+    for path in paths {
+        let key = load_private(path)?;
+        ensure_in_role(&key, role, role_name, path)?;
+        if keys.iter().any(|k| k.public().id() == key.public().id()) {
+            bail!("key {} is given twice: a {role_name} signature needs distinct keys", path.display());
+        }
+        keys.push(key);
+    }
+    if (keys.len() as u64) < u64::from(role.threshold) {
+        bail!(
+            "the {role_name} role needs {} distinct signatures: give --{role_name}-key {} times (got {})",
+            role.threshold,
+            role.threshold,
+            keys.len()
+        );
+    }
+    Ok(keys)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,6 +118,44 @@ impl Mirror {
         }
     }
 
+    /// The channel index a signer continues from (its version and latest release): verified
+    /// under the newest trust root, or — right after a rotation replaced the index keys —
+    /// under the newest earlier root of the mirror's history that signed it. Devices never
+    /// take that old index; the signer only needs its numbers, which a root vouched for.
+    pub fn index_to_resign(
+        &self,
+        root: &VerifiedRoot,
+        channel: &ChannelName,
+        limits: &Limits,
+    ) -> Result<Option<Verified<ChannelIndex>>> {
+        let current = match self.index(root, channel, limits) {
+            Ok(index) => return Ok(index),
+            Err(e) => e,
+        };
+        let mut history = vec![VerifiedRoot::provisioned(
+            &self.read(&layout::root_path(1))?.context("the mirror has no trust/root.1")?,
+            limits,
+        )?];
+        while let Some(last) = history.last().filter(|r| r.version() < root.version()) {
+            let n = last.version() + 1;
+            let bytes = self.read(&layout::root_path(n))?.with_context(|| format!("trust/root.{n} is missing"))?;
+            let next = last.rotate(&bytes, limits).with_context(|| format!("verifying trust/root.{n}"))?;
+            history.push(next);
+        }
+        for old in history.iter().rev().skip(1) {
+            if let Ok(Some(index)) = self.index(old, channel, limits) {
+                eprintln!(
+                    "bundler: note: {} was signed under trust root {} (index keys rotated since); continuing from its version {}",
+                    layout::index_path(channel),
+                    old.version(),
+                    index.version
+                );
+                return Ok(Some(index));
+            }
+        }
+        Err(current)
+    }
+
     /// A verified manifest by digest.
     pub fn manifest(
         &self,

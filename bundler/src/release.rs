@@ -44,12 +44,12 @@ pub struct ReleaseArgs {
     /// Mirror directory to publish into.
     #[arg(long)]
     mirror: PathBuf,
-    /// Private key of the `release` role.
-    #[arg(long)]
-    release_key: PathBuf,
-    /// Private key of the `index` role.
-    #[arg(long)]
-    index_key: PathBuf,
+    /// Private key of the `release` role (repeat for a role that needs several signatures).
+    #[arg(long, required = true)]
+    release_key: Vec<PathBuf>,
+    /// Private key of the `index` role (repeat likewise).
+    #[arg(long, required = true)]
+    index_key: Vec<PathBuf>,
     /// Make thin deltas from this many previous releases.
     #[arg(long, default_value_t = 3)]
     deltas: u64,
@@ -91,13 +91,11 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
     let mirror = Mirror::new(&args.mirror);
     // Step 1: trust and keys.
     let root = mirror.trusted_root(None, &limits)?;
-    let release_key = keyfile::load_private(&args.release_key)?;
-    let index_key = keyfile::load_private(&args.index_key)?;
-    keyfile::ensure_in_role(&release_key, &root.root().release, "release", &args.release_key)?;
-    keyfile::ensure_in_role(&index_key, &root.root().index, "index", &args.index_key)?;
+    let release_keys = keyfile::load_role_keys(&args.release_key, &root.root().release, "release")?;
+    let index_keys = keyfile::load_role_keys(&args.index_key, &root.root().index, "index")?;
 
     // Step 2: the next release number.
-    let old_index = mirror.index(&root, &args.channel, &limits)?;
+    let old_index = mirror.index_to_resign(&root, &args.channel, &limits)?;
     let previous = old_index.as_ref().and_then(|i| i.latest.as_ref().map(|l| l.release)).unwrap_or(0);
     let number = previous + 1;
 
@@ -143,7 +141,8 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
         require_labels: args.require_labels.iter().cloned().collect::<BTreeMap<_, _>>(),
         payloads: built.iter().map(|b| b.entry.clone()).collect(),
     };
-    let manifest_bytes = Envelope::sign(DocKind::Manifest, manifest.to_bytes(), &[&release_key]).encode();
+    let signers: Vec<&ferry_proto::SigningKey> = release_keys.iter().collect();
+    let manifest_bytes = Envelope::sign(DocKind::Manifest, manifest.to_bytes(), &signers).encode();
     root.verify_manifest(&manifest_bytes, &limits).context("the signed manifest does not verify")?;
     let manifest_digest = Sha256Digest::of(&manifest_bytes);
     mirror.write(&layout::manifest_path(&manifest_digest), &manifest_bytes)?;
@@ -164,7 +163,7 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
         rollout_percent: args.rollout,
         halted: false,
     };
-    crate::index_cmd::write_index(&mirror, &root, &index_key, &index, &limits)?;
+    crate::index_cmd::write_index(&mirror, &root, &index_keys, &index, &limits)?;
 
     println!("release {number} of channel {} published to {}", args.channel, args.mirror.display());
     println!("  source    {} {} ({})", args.reference, source_commit, args.path.as_deref().unwrap_or("/"));

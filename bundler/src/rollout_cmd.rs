@@ -31,9 +31,9 @@ pub struct RolloutArgs {
     /// Channel whose latest release to roll out.
     #[arg(long)]
     channel: ChannelName,
-    /// Private key of the `index` role.
-    #[arg(long)]
-    index_key: PathBuf,
+    /// Private key of the `index` role (repeat for a role that needs several signatures).
+    #[arg(long, required = true)]
+    index_key: Vec<PathBuf>,
     /// Share of devices (0-100 %) that may take the latest release; also resumes a halted
     /// rollout. Devices already in stay in when it widens.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -76,9 +76,8 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
     let limits = Limits::default();
     let mirror = Mirror::new(&args.mirror);
     let root = mirror.trusted_root(None, &limits)?;
-    let key = keyfile::load_private(&args.index_key)?;
-    keyfile::ensure_in_role(&key, &root.root().index, "index", &args.index_key)?;
-    let old = mirror.index(&root, &args.channel, &limits)?.with_context(|| {
+    let keys = keyfile::load_role_keys(&args.index_key, &root.root().index, "index")?;
+    let old = mirror.index_to_resign(&root, &args.channel, &limits)?.with_context(|| {
         format!("channel {} has no index in {} yet: publish a release first", args.channel, args.mirror.display())
     })?;
     let Some(latest) = old.latest.clone() else {
@@ -101,7 +100,7 @@ pub fn run(args: &RolloutArgs) -> Result<()> {
         halted,
         ..(*old).clone()
     };
-    crate::index_cmd::write_index(&mirror, &root, &key, &index, &limits)?;
+    crate::index_cmd::write_index(&mirror, &root, &keys, &index, &limits)?;
     println!(
         "channel {} release {}: {} -> {} (index version {}, expires {})",
         args.channel,

@@ -390,6 +390,18 @@ fn key_compromise_below_the_threshold() {
     adv::rewrap(&stolen, &env, &both);
     let r = s.dev.import(&both).ok();
     assert!(r.stdout.contains("applied release 2"), "{}", r.stdout);
+
+    // The operator's side: one key is refused before anything is written, two keys publish.
+    s.op.write(&[("app.conf", Some("port = 7070\n"))]);
+    s.op.commit("release 3");
+    let r = s.op.release(CHANNEL, None, &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("the release role needs 2 distinct signatures"), "{}", r.stderr);
+    let second = s.op.key("release2");
+    let r = s.op.release(CHANNEL, None, &["--release-key", second.to_str().expect("utf-8")]).ok();
+    assert!(r.stdout.contains("release 3 of channel"), "{}", r.stdout);
+    let r = s.dev.import(&s.op.mirror).ok();
+    assert!(r.stdout.contains("applied release 3"), "{}", r.stdout);
 }
 
 #[test]
@@ -442,15 +454,11 @@ fn latest_of(op: &Operator) -> ferry_proto::index::LatestRelease {
 /// The operator's recovery is to rotate the index key; a device that walks to the new root
 /// must then accept the new key's (smaller) index versions again.
 ///
-/// FINDINGS (see RELIABILITY.md): (1) the agent never forgets the highest index version it
-/// accepted (`agent/src/freshness.rs`), also not when a rotation replaces the index role's
-/// keys, so the recovery is impossible; the fix is TUF §5.3.11: when a rotation changes the
-/// index role, forget the remembered index version and expired version. (2) After such a
-/// rotation `bundler release` and `bundler index refresh` refuse the mirror ("verifying
-/// channels/<c>/index: … no valid signature by a index key"): they verify the old index
-/// under the new root. This test therefore signs the operator's post-rotation index itself.
+/// The device forgets the index versions (and signing times) it accepted under the old
+/// index keys when a trust root rotation replaces them (TUF 5.3.11), and the operator's
+/// tools continue the index sequence across the rotation (they read the old index under
+/// the root that signed it).
 #[test]
-#[ignore = "finding: index version survives a rotation of the index key (agent/src/freshness.rs)"]
 fn fast_forward_recovered_through_key_rotation() {
     let s = Scene::new();
     // The attacker's mirror: the operator's, with an index of version 1 000 000.
@@ -462,17 +470,21 @@ fn fast_forward_recovered_through_key_rotation() {
     let r = s.dev.import(&attack).ok();
     assert!(r.stdout.contains("up to date"), "{}", r.stdout);
 
-    // The operator publishes release 2, rotates the index key, and re-signs the index with
-    // the new key at the next version it knows of.
+    // The operator publishes release 2, rotates the index key and re-signs the index with
+    // the new key, with the real tools.
     s.release2(&[("app.conf", Some("port = 9090\n"))]);
     let version = s.op.inspect(&s.op.mirror.join("channels").join(CHANNEL).join("index"))["document"]["version"]
         .as_u64()
         .expect("index version");
     keygen(&s.op, "index2");
     rotate(&s.op, &["--release-pub", "release.pub", "--index-pub", "index2.pub"]);
-    let index2 = adv::load_key(&s.op.key("index2"));
-    let index = adv::sign_index(&index2, CHANNEL, version + 1, Some(latest_of(&s.op)));
-    fs::write(s.op.mirror.join("channels").join(CHANNEL).join("index"), index).expect("write index");
+    let mut refresh = s.op.bundler(&["index", "refresh", "--channel", CHANNEL, "--mirror"]);
+    refresh.arg(&s.op.mirror).arg("--index-key").arg(s.op.key("index2"));
+    let r = run(&mut refresh).ok();
+    assert!(r.stderr.contains("index keys rotated since"), "{}", r.all());
+    let refreshed = s.op.inspect(&s.op.mirror.join("channels").join(CHANNEL).join("index"));
+    assert_eq!(refreshed["document"]["version"].as_u64(), Some(version + 1));
+    assert!(version + 1 < 1_000_000, "the honest index is far below the forged one");
 
     let r = s.dev.import(&s.op.mirror);
     assert_eq!(r.code, 0, "the device did not recover from the fast-forward:\n{}", r.all());

@@ -127,7 +127,7 @@ async fn one_mirror(
 
     // Step 1: trust.
     let mut root = tokio::task::block_in_place(|| crate::agent::load_trust(cfg, &store))?;
-    let before = root.version();
+    let before = root.root().clone();
     for _ in 0..limits.max_roots_walked {
         let n = root.version() + 1;
         match source.get_optional(&layout::root_path(n), limits.max_envelope).await? {
@@ -139,8 +139,12 @@ async fn one_mirror(
             }
         }
     }
-    if root.version() != before {
-        tracing::info!(from = before, to = root.version(), "trust root rotated");
+    if root.version() != before.version {
+        tracing::info!(from = before.version, to = root.version(), "trust root rotated");
+        let after = root.root();
+        if tokio::task::block_in_place(|| crate::freshness::after_rotation(&store, &before, after))? {
+            tracing::info!("the index keys were replaced: index versions seen under the old keys are forgotten");
+        }
     }
 
     // Step 2: the channel index.
