@@ -13,6 +13,29 @@ use ferry_agent::identity::Identity;
 use ferry_agent::intake::{self, ImportResult};
 use ferry_agent::status;
 
+/// Prints a line on stdout; a closed stdout (`ferry-agent status | head`) ends the process
+/// quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => { emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Prints text on stdout as is, like [`say!`].
+macro_rules! say_raw {
+    ($($arg:tt)*) => { emit(&format!($($arg)*)) };
+}
+
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ferry-agent: error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Ferry's device agent: verifies signed releases, applies them atomically into A/B slots,
 /// health-checks them and rolls back on failure.
 #[derive(Debug, Parser)]
@@ -152,25 +175,25 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { .. } => unreachable_run(),
         Command::Import { path, now } => {
             let mut agent = Agent::open(cfg)?;
-            let result = intake::import_path(&mut agent, &path, now, &mut |line| println!("{line}"));
+            let result = intake::import_path(&mut agent, &path, now, &mut |line| say!("{line}"));
             // Keep the report outbox under its cap between daemon cycles too.
             let max = agent.config().reports.max_outbox_bytes;
             if let Err(e) = ferry_agent::outbox::Outbox::new(agent.store()).compact(max) {
                 tracing::warn!("compacting the report outbox: {e}");
             }
             match result {
-                Ok(ImportResult::UpToDate { release }) => println!("up to date: release {release} is applied"),
+                Ok(ImportResult::UpToDate { release }) => say!("up to date: release {release} is applied"),
                 Ok(ImportResult::Applied(outcome)) => return Ok(report(&outcome)),
                 Ok(ImportResult::Held { release, hold }) => {
-                    println!("release {release} is stored and verified; not applied yet: {}", hold.describe());
-                    println!("the ferry-agent service applies it when that ends");
+                    say!("release {release} is stored and verified; not applied yet: {}", hold.describe());
+                    say!("the ferry-agent service applies it when that ends");
                 }
                 Ok(ImportResult::RolloutWait { note, applied, .. }) => {
                     let on = applied.map_or("no release".to_string(), |a| format!("release {a}"));
-                    println!("staying on {on}: {note}");
+                    say!("staying on {on}: {note}");
                 }
                 Err(f) => {
-                    println!("rejected: {}: {}", f.reason, f.message);
+                    say!("rejected: {}: {}", f.reason, f.message);
                     return Ok(ExitCode::from(1));
                 }
             }
@@ -186,22 +209,22 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
                         "restored": d.restored,
                     });
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!("{}", s.render());
+                say_raw!("{}", s.render());
                 if let Some(d) = &drift {
                     if d.entries.is_empty() {
-                        println!(
+                        say!(
                             "{:<12} none: the slot matches release {}",
                             "drift",
                             d.release.map(|r| r.to_string()).unwrap_or("-".into())
                         );
                     }
                     for e in &d.entries {
-                        println!("{:<12} {} ({})", "drift", e.path.display(), e.kind);
+                        say!("{:<12} {} ({})", "drift", e.path.display(), e.kind);
                     }
                     if d.restored {
-                        println!("{:<12} restored: the release was written afresh and switched to", "drift");
+                        say!("{:<12} restored: the release was written afresh and switched to", "drift");
                     }
                 }
             }
@@ -212,9 +235,9 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
         Command::History { json, limit } => {
             let h = status::history(&cfg, limit)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&h)?);
+                say!("{}", serde_json::to_string_pretty(&h)?);
             } else {
-                print!("{}", h.render());
+                say_raw!("{}", h.render());
             }
         }
         Command::Identity { json } => {
@@ -227,16 +250,16 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
                     "public_key": public,
                     "key_file": id.path().display().to_string(),
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                say!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<12} {}", "device", cfg.device_id);
-                println!("{:<12} {}", "key id", id.key_id());
-                println!("{:<12} {}", "key file", id.path().display());
-                print!("{public}");
+                say!("{:<12} {}", "device", cfg.device_id);
+                say!("{:<12} {}", "key id", id.key_id());
+                say!("{:<12} {}", "key file", id.path().display());
+                say_raw!("{public}");
             }
         }
         Command::ExportReports { dir } => {
-            export::export_reports(&cfg, &dir, &mut |line| println!("{line}"))?;
+            export::export_reports(&cfg, &dir, &mut |line| say!("{line}"))?;
         }
         Command::Pause { until } => {
             let store = ferry_agent::store::Store::open(&prepare_state_dir(&cfg)?)?;
@@ -249,14 +272,14 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
                 }
             };
             ferry_agent::hold::pause(&store, until)?;
-            println!("{}", ferry_agent::hold::Hold::Paused { until }.describe());
+            say!("{}", ferry_agent::hold::Hold::Paused { until }.describe());
         }
         Command::Resume => {
             let store = ferry_agent::store::Store::open(&prepare_state_dir(&cfg)?)?;
             if ferry_agent::hold::resume(&store, ferry_agent::store::now())? {
-                println!("resumed: the next poll or import applies what is pending");
+                say!("resumed: the next poll or import applies what is pending");
             } else {
-                println!("not paused");
+                say!("not paused");
             }
         }
         Command::Rollback => {
@@ -264,7 +287,7 @@ fn run(cfg: Config, command: Command) -> anyhow::Result<ExitCode> {
             match agent.manual_rollback() {
                 Ok(outcome) => return Ok(report(&outcome)),
                 Err(f) => {
-                    println!("rollback refused: {}: {}", f.reason, f.message);
+                    say!("rollback refused: {}: {}", f.reason, f.message);
                     return Ok(ExitCode::from(1));
                 }
             }
@@ -288,11 +311,11 @@ fn unreachable_run() {
 fn report(outcome: &ApplyOutcome) -> ExitCode {
     match outcome {
         ApplyOutcome::Committed { release, slot } => {
-            println!("applied release {release} in slot {slot}: healthy, committed");
+            say!("applied release {release} in slot {slot}: healthy, committed");
             ExitCode::SUCCESS
         }
         ApplyOutcome::RolledBack { release, failure } => {
-            println!("release {release} rolled back: {}: {}", failure.reason, failure.message);
+            say!("release {release} rolled back: {}: {}", failure.reason, failure.message);
             ExitCode::from(1)
         }
     }
