@@ -163,16 +163,40 @@ impl Agent {
         payload: &PayloadRef,
     ) -> Result<ApplyOutcome, Failure> {
         let result = self.apply_verified(manifest, payload);
-        if result.is_err() {
-            // An error after the journal entry opened (a full disk, say) must not leave it
-            // open until the next start: bring journal and slots in line now.
-            if let Err(e) = crate::reconcile::reconcile(self) {
-                tracing::error!("reconciling after a failed apply: {e}");
-            }
-            // Drop what a refused release left in the object store.
-            self.prune();
+        if let Err(failure) = &result {
+            self.clean_up_failed_apply(failure);
         }
         result
+    }
+
+    /// After a failed apply: nothing half-applied may stay, and the journal entry it opened
+    /// must not stay open until the next start. The failure may be a full disk, so space
+    /// comes back before anything writes to SQLite: the half-written inactive slot is
+    /// removed, then what the refused release left in the object store is pruned, and only
+    /// then is the entry closed as `aborted` with the failure's reason. What cannot be done
+    /// now (SQLite still out of room) the next start's reconcile finishes.
+    fn clean_up_failed_apply(&mut self, failure: &Failure) {
+        let started = match self.store.last_journal() {
+            Ok(entry) => entry.filter(|e| e.state == JournalState::Started),
+            Err(e) => {
+                tracing::error!("reading the journal after a failed apply: {e}");
+                None
+            }
+        };
+        if let Some(entry) = &started {
+            let why = format!("failed: {}: {}", failure.reason, failure.message);
+            if let Err(e) = crate::reconcile::abort(self, entry, failure.reason, &why) {
+                tracing::error!("closing the journal after a failed apply (the next start does): {e}");
+            }
+        }
+        // Anything else still open (a failure after the switch) is reconciled as on a start.
+        if let Err(e) = crate::reconcile::reconcile(self) {
+            tracing::error!("reconciling after a failed apply: {e}");
+        }
+        if started.is_none() {
+            // Drop what a refused release left in the object store (`abort` already did).
+            self.prune();
+        }
     }
 
     fn apply_verified(
@@ -341,6 +365,7 @@ impl Agent {
         match result {
             Ok(()) => {
                 self.store.journal_set(id, JournalState::Committed, None)?;
+                crate::crash_point!("apply::after-commit");
                 self.store.record_event(
                     "applied",
                     Some(entry.release),
@@ -397,9 +422,12 @@ impl Agent {
                 }
             }
         }
+        crate::crash_point!("apply::rollback::after-hooks");
         // The failed tree stays on disk for inspection but is no longer a release.
         self.slots.discard_record(failed)?;
+        crate::crash_point!("apply::rollback::after-discard");
         self.store.journal_set(entry.id, JournalState::RolledBack, None)?;
+        crate::crash_point!("apply::rollback::before-refuse");
         self.store.refuse(&entry.channel, entry.release, failure.reason, &failure.message)?;
         self.store.record_event("rolled-back", Some(entry.release), Some(failure.reason), &failure.message)?;
         tracing::warn!(release = entry.release, "rolled back; release refused from now on");
@@ -468,12 +496,20 @@ impl Agent {
 
     fn try_prune(&self) -> Result<(), Failure> {
         let Some((_, applied)) = self.applied()? else { return Ok(()) };
+        // Objects first: deleting files needs no free space, and a full disk may refuse the
+        // SQLite commit that drops payload rows.
+        self.prune_objects()?;
         for digest in self.store.payload_digests()? {
             let release = self.payload_release(&digest)?;
             if release.is_none_or(|r| r <= applied.release) {
                 self.store.delete_payload(&digest)?;
             }
         }
+        Ok(())
+    }
+
+    /// Drops git objects no slot's release needs.
+    fn prune_objects(&self) -> Result<(), Failure> {
         let mut keep = Vec::new();
         for slot in [SlotId::A, SlotId::B] {
             if let Some(r) = self.slots.read_record(slot)? {

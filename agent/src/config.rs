@@ -12,6 +12,10 @@
 //! [hooks]
 //! max_timeout = "10m"                   # cap on any timeout a release's ferry.toml asks for
 //! trial_boots = 3                       # boots a trial may span before it counts as failed
+//! [fetch]
+//! rate_limit = 200000                   # bytes per second; default: no cap
+//! min_rate = 1024                       # slow-retrieval floor, bytes per second (0 = off)
+//! min_rate_window = "2m"                # a transfer slower over a window gives its mirror up
 //! [limits]
 //! max_envelope = 1048576
 //! [reports]
@@ -108,6 +112,11 @@ struct RawFetch {
     ca_file: Option<PathBuf>,
     #[serde(default = "default_max_backoff", with = "humantime_serde_compat")]
     max_backoff: Duration,
+    /// Bytes per second; 0 turns the floor off.
+    #[serde(default = "default_min_rate")]
+    min_rate: u64,
+    #[serde(default = "default_min_rate_window", with = "humantime_serde_compat")]
+    min_rate_window: Duration,
 }
 
 impl Default for RawFetch {
@@ -119,8 +128,18 @@ impl Default for RawFetch {
             proxy: None,
             ca_file: None,
             max_backoff: default_max_backoff(),
+            min_rate: default_min_rate(),
+            min_rate_window: default_min_rate_window(),
         }
     }
+}
+
+fn default_min_rate() -> u64 {
+    crate::fetch::MinRate::DEFAULT.bytes_per_sec
+}
+
+fn default_min_rate_window() -> Duration {
+    crate::fetch::MinRate::DEFAULT.window
 }
 
 fn default_connect() -> Duration {
@@ -248,6 +267,8 @@ pub struct FetchSettings {
     pub ca_file: Option<PathBuf>,
     /// Longest pause between retries.
     pub max_backoff: Duration,
+    /// The slowest acceptable transfer (slow-retrieval defence); `None`: no floor.
+    pub min_rate: Option<crate::fetch::MinRate>,
 }
 
 /// Where and how often reports go home (the `[reports]` section).
@@ -391,6 +412,9 @@ impl Config {
                 "must be more than 0 bytes per second (omit it for no cap)".into(),
             ));
         }
+        if raw.fetch.min_rate_window < Duration::from_secs(1) {
+            return Err(invalid("fetch.min_rate_window", "must be at least 1s".into()));
+        }
         let reports = ReportSettings {
             url: match &raw.reports.url {
                 None => None,
@@ -415,6 +439,10 @@ impl Config {
             proxy: raw.fetch.proxy,
             ca_file: raw.fetch.ca_file.map(|p| base.join(p)),
             max_backoff: raw.fetch.max_backoff,
+            min_rate: (raw.fetch.min_rate > 0).then_some(crate::fetch::MinRate {
+                bytes_per_sec: raw.fetch.min_rate,
+                window: raw.fetch.min_rate_window,
+            }),
         };
         Ok(Config {
             path: path.to_path_buf(),
@@ -516,6 +544,26 @@ mod tests {
         }
         let dots = Config::parse("channel = \"s\"\ntrust_root = \"r\"\ndevice_id = \"..\"\n", Path::new("a.toml"));
         assert!(dots.expect_err("..").to_string().contains("device_id"));
+    }
+
+    #[test]
+    fn minimum_rate_defaults_and_checks() {
+        let base = "channel = \"s\"\ntrust_root = \"r\"\ndevice_id = \"d\"\n";
+        let c = Config::parse(base, Path::new("a.toml")).expect("valid");
+        assert_eq!(c.fetch.min_rate, Some(crate::fetch::MinRate::DEFAULT));
+        let c =
+            Config::parse(&format!("{base}[fetch]\nmin_rate = 4096\nmin_rate_window = \"30s\"\n"), Path::new("a.toml"))
+                .expect("valid");
+        let floor = crate::fetch::MinRate { bytes_per_sec: 4096, window: Duration::from_secs(30) };
+        assert_eq!(c.fetch.min_rate, Some(floor));
+        let c = Config::parse(&format!("{base}[fetch]\nmin_rate = 0\n"), Path::new("a.toml")).expect("valid");
+        assert_eq!(c.fetch.min_rate, None, "0 turns the floor off");
+        let err = Config::parse(&format!("{base}[fetch]\nmin_rate_window = \"0s\"\n"), Path::new("a.toml"))
+            .expect_err("zero window");
+        assert!(err.to_string().contains("fetch.min_rate_window"), "{err}");
+        let err = Config::parse(&format!("{base}[fetch]\nmin_rate = \"1 KiB/s\"\n"), Path::new("a.toml"))
+            .expect_err("not a number");
+        assert!(err.to_string().contains("\"1 KiB/s\""), "{err}");
     }
 
     #[test]

@@ -540,6 +540,7 @@ pub fn run_health(spec: &HookSpec, env: &HookEnv, limits: &HookLimits) -> Result
         }
         tracing::warn!(release = env.release, slot = %env.slot, attempt, attempts, %outcome,
             "health check failed; retrying");
+        crate::crash_point!("hooks::health-retry");
         thread::sleep(interval);
         attempt += 1;
     }
@@ -573,10 +574,14 @@ fn run_once(
     env: &HookEnv,
     attempt: u32,
 ) -> Result<HookOutcome, HookError> {
-    let (program, args) = command.program_and_args(&env.slot_path);
+    // The command runs *in* the slot, so the slot path it is given (and a relative program
+    // resolved against it) must not be relative to the agent's own working directory, as
+    // it is under `--config dir/agent.toml` with a relative `state_dir`.
+    let slot_path = std::path::absolute(&env.slot_path).map_err(|source| HookError::Io { hook, source })?;
+    let (program, args) = command.program_and_args(&slot_path);
     let mut cmd = Command::new(&program);
     cmd.args(&args)
-        .current_dir(&env.slot_path)
+        .current_dir(&slot_path)
         .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -594,7 +599,7 @@ fn run_once(
         .env("FERRY_COMMIT", &env.commit)
         .env("FERRY_SLOT", &env.slot)
         .env("FERRY_PREVIOUS_SLOT", env.previous_slot.as_deref().unwrap_or(""))
-        .env("FERRY_SLOT_PATH", &env.slot_path)
+        .env("FERRY_SLOT_PATH", &slot_path)
         .env("FERRY_CHANNEL", &env.channel)
         .env("FERRY_HOOK", hook.as_str())
         .env("FERRY_ATTEMPT", attempt.to_string());
@@ -950,6 +955,25 @@ mod tests {
         let s = spec("[hooks]\nactivate = [\"./bin/sh\", \"-c\", \"echo ran > ran.txt\"]\n");
         assert_eq!(run_activate(&s, &env(dir.path()), &limits()).unwrap(), HookOutcome::Ok);
         assert_eq!(fs::read_to_string(dir.path().join("ran.txt")).unwrap(), "ran\n");
+    }
+
+    #[test]
+    fn a_relative_slot_path_is_made_absolute_for_the_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bin")).unwrap();
+        symlink("/bin/sh", dir.path().join("bin/sh")).unwrap();
+        let s = spec("[hooks]\nactivate = [\"./bin/sh\", \"-c\", \"echo $FERRY_SLOT_PATH > where.txt\"]\n");
+        // Relative to the agent's working directory, as a relative `state_dir` makes it.
+        let cwd = std::env::current_dir().unwrap();
+        let relative: PathBuf = std::iter::repeat_n("..", cwd.components().count() - 1)
+            .collect::<PathBuf>()
+            .join(dir.path().strip_prefix("/").unwrap());
+        assert!(relative.is_relative());
+        let hook_env = HookEnv { slot_path: relative, ..env(dir.path()) };
+        assert_eq!(run_activate(&s, &hook_env, &limits()).unwrap(), HookOutcome::Ok);
+        let seen = fs::read_to_string(dir.path().join("where.txt")).unwrap();
+        assert!(Path::new(seen.trim()).is_absolute(), "{seen}");
+        assert_eq!(fs::canonicalize(seen.trim()).unwrap(), fs::canonicalize(dir.path()).unwrap());
     }
 
     fn alive(pid: &str) -> bool {

@@ -379,6 +379,7 @@ impl<'a> Outbox<'a> {
                 tx.execute("DELETE FROM settings WHERE key = ?1", [DROPPED_SENT_KEY])?;
             }
         }
+        crate::crash_point!("outbox::ack-before-commit");
         tx.commit()?;
         Ok(Ack { acked: effective, removed, clamped: acked > sent })
     }

@@ -411,6 +411,23 @@ impl Slots {
         Ok(())
     }
 
+    /// Removes slot `id` altogether, without following any link in it (or the slot itself
+    /// being one): the half-written slot of a failed apply, whose space a full disk needs
+    /// back before anything else can be written. No rename and no new directory, so it
+    /// needs no free space; a crash midway leaves a slot without a record, which is
+    /// emptied before its next use anyway. Refuses the active slot. Absent is fine.
+    pub fn remove(&self, id: SlotId) -> Result<(), SlotError> {
+        if self.current()? == Some(id) {
+            return Err(SlotError::SlotIsCurrent { slot: id });
+        }
+        let path = self.slot_path(id);
+        remove_without_following(&path).map_err(SlotError::io("remove", &path))?;
+        let slots_dir = self.slots_dir();
+        fsutil::fsync_dir(&slots_dir).map_err(SlotError::io("fsync", &slots_dir))?;
+        tracing::debug!(slot = %id, "slot removed");
+        Ok(())
+    }
+
     /// Removes `current` (a device back to "no release"), used when the very first
     /// release fails its trial and there is no slot to switch back to. Fsyncs the state
     /// directory. Absent `current` is fine.
@@ -669,6 +686,30 @@ mod tests {
         let err = slots.prepare_empty(SlotId::A).unwrap_err();
         assert!(matches!(err, SlotError::SlotIsCurrent { slot: SlotId::A }), "{err}");
         assert_eq!(slots.read_record(SlotId::A).unwrap(), Some(record(1)));
+    }
+
+    #[test]
+    fn remove_takes_the_slot_away_without_following_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("tell-tale"), b"still here").unwrap();
+        let slots = Slots::open(dir.path().join("state")).unwrap();
+        ready_slot(&slots, SlotId::A, 1);
+        slots.switch_to(SlotId::A).unwrap();
+        let half = slots.prepare_empty(SlotId::B).unwrap();
+        fs::create_dir_all(half.join("etc/deep")).unwrap();
+        fs::write(half.join("etc/deep/file"), b"half written").unwrap();
+        symlink(&outside, half.join("etc/escape")).unwrap();
+
+        slots.remove(SlotId::B).unwrap();
+        assert!(fs::symlink_metadata(&half).is_err(), "slot b is gone");
+        assert_eq!(fs::read(outside.join("tell-tale")).unwrap(), b"still here");
+        slots.remove(SlotId::B).unwrap();
+        let err = slots.remove(SlotId::A).unwrap_err();
+        assert!(matches!(err, SlotError::SlotIsCurrent { slot: SlotId::A }), "{err}");
+        assert_eq!(slots.read_record(SlotId::A).unwrap(), Some(record(1)));
+        assert_eq!(slots.prepare_empty(SlotId::B).unwrap(), half, "a removed slot is prepared again");
     }
 
     #[test]

@@ -161,6 +161,7 @@ async fn upload_batches(cfg: &Config, fetch: &Fetcher, url: &Url, out: &mut Uplo
         let answer =
             with_backoff(&policy, "report batch", || fetch.post(url, CONTENT_TYPE, batch.body.clone(), MAX_ANSWER))
                 .await?;
+        crate::crash_point!("upload::after-post");
         let status = answer.status;
         match status {
             StatusCode::OK | StatusCode::CONFLICT => {
@@ -171,6 +172,7 @@ async fn upload_batches(cfg: &Config, fetch: &Fetcher, url: &Url, out: &mut Uplo
                 })?;
                 let ack = blocking(cfg, move |cfg| Ok(Outbox::new(&Store::open(&cfg.state_dir)?).acknowledge(acked)?))
                     .await?;
+                crate::crash_point!("upload::after-ack");
                 if ack.clamped {
                     tracing::warn!(url = %url, asked = acked, applied = ack.acked, "server acknowledged records never sent");
                 }

@@ -2,7 +2,8 @@
 //! source (so a point added there without a test here fails the crash test rather than going
 //! unexercised), the invariants a `kill -9` at any instant must leave intact
 //! ([`check_invariants`]), pristine state directories copied per crash run, and a small
-//! seeded PRNG for the random instants.
+//! seeded PRNG for the random instants; and for reports, a [`ReportLedger`] that checks the
+//! device's outbox against the fleet database (nothing lost, nothing stored twice).
 //!
 //! The invariants are checked from outside the agent, reading the state directory the way
 //! an operator with a shell would: the `current` link, the slot's `.ferry-slot` record
@@ -32,6 +33,32 @@ pub fn crash_points() -> Vec<String> {
     let end = list.find("];").expect("CRASH_POINTS ends with `];`");
     // Between quotes: every odd piece of the split.
     list[..end].split('"').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+/// Every `crate::crash_point!("…")` in the agent's source (all of `agent/src`), sorted, each
+/// once: the points the agent can actually stop at, which `CRASH_POINTS` must list.
+pub fn crash_points_in_source() -> Vec<String> {
+    const MARK: &str = "crash_point!(\"";
+    let mut found = std::collections::BTreeSet::new();
+    let mut dirs = vec![workspace_root().join("agent").join("src")];
+    while let Some(dir) = dirs.pop() {
+        let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("crash.rs") {
+                let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                for (at, _) in text.match_indices(MARK) {
+                    let rest = &text[at + MARK.len()..];
+                    if let Some(end) = rest.find('"') {
+                        found.insert(rest[..end].to_owned());
+                    }
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// The names of the `fail_point!`s in `agent/src/slots.rs`, in source order.
@@ -475,5 +502,190 @@ impl Pristine {
         let dev = Device::new(channel, root, "");
         copy_state(&self.device.state, &dev);
         dev
+    }
+}
+
+/// One report record, as the device's outbox keeps it and the fleet database stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Unix time it was made.
+    pub at: i64,
+    /// Event kind.
+    pub kind: String,
+    /// Release it concerns.
+    pub release: Option<i64>,
+    /// Failure reason code.
+    pub reason: Option<String>,
+    /// Text.
+    pub message: String,
+}
+
+fn read_records(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<Vec<(u64, Record)>> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        let rec = Record { at: r.get(1)?, kind: r.get(2)?, release: r.get(3)?, reason: r.get(4)?, message: r.get(5)? };
+        Ok((r.get::<_, i64>(0)? as u64, rec))
+    })?;
+    rows.collect()
+}
+
+/// What the device's store says about its reports: the outbox, the newest sequence number
+/// ever given, and the acknowledgement applied.
+#[derive(Debug, Clone)]
+pub struct DeviceReports {
+    /// Pending records by sequence number.
+    pub pending: BTreeMap<u64, Record>,
+    /// The highest sequence number the device ever gave a record.
+    pub made: u64,
+    /// `outbox.acked`: records up to it were acknowledged and removed.
+    pub acked: u64,
+}
+
+/// Reads `ferry.db` of a device whose agent is not running (read-only).
+pub fn device_reports(state: &Path) -> Result<DeviceReports, Violation> {
+    use rusqlite::OptionalExtension;
+    let db = state.join("ferry.db");
+    let sql = |e: rusqlite::Error| Violation(format!("{}: {e}", db.display()));
+    let conn = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(sql)?;
+    let pending = read_records(&conn, "SELECT seq, at, kind, release, reason, message FROM events", &[])
+        .map_err(sql)?
+        .into_iter()
+        .collect();
+    let made: Option<i64> = conn
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    let acked: Option<String> = conn
+        .query_row("SELECT value FROM settings WHERE key = 'outbox.acked'", [], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    let acked = match acked {
+        None => 0,
+        Some(v) => v.parse().map_err(|e| Violation(format!("{}: outbox.acked = {v:?}: {e}", db.display())))?,
+    };
+    Ok(DeviceReports { pending, made: made.unwrap_or(0) as u64, acked })
+}
+
+/// What the fleet database holds for one device, read in one transaction.
+#[derive(Debug, Clone)]
+pub struct ServerReports {
+    /// Stored records by sequence number.
+    pub stored: BTreeMap<u64, Record>,
+    /// Sequence numbers stored more than once (across key epochs).
+    pub twice: Vec<u64>,
+    /// The device's acknowledged sequence (0 when unknown).
+    pub acked: u64,
+}
+
+/// Reads `device`'s reports from the fleet database `db` (which `bundler serve` may hold
+/// open), after `PRAGMA integrity_check`. An absent database holds nothing.
+pub fn server_reports(db: &Path, device: &str) -> Result<ServerReports, Violation> {
+    use rusqlite::OptionalExtension;
+    if !db.exists() {
+        return Ok(ServerReports { stored: BTreeMap::new(), twice: Vec::new(), acked: 0 });
+    }
+    let sql = |e: rusqlite::Error| Violation(format!("{}: {e}", db.display()));
+    let conn = Connection::open(db).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(sql)?;
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).map_err(sql)?;
+    if check != "ok" {
+        violated!("{}: integrity_check says {check:?}", db.display());
+    }
+    let tx = conn.unchecked_transaction().map_err(sql)?;
+    let rows = read_records(
+        &tx,
+        "SELECT seq, at, kind, release, reason, message FROM reports WHERE device_id = ?1 ORDER BY seq, epoch",
+        &[&device],
+    )
+    .map_err(sql)?;
+    let acked: Option<i64> = tx
+        .query_row("SELECT acked FROM devices WHERE device_id = ?1", [device], |r| r.get(0))
+        .optional()
+        .map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    let mut stored = BTreeMap::new();
+    let mut twice = Vec::new();
+    for (seq, rec) in rows {
+        if stored.insert(seq, rec).is_some() {
+            twice.push(seq);
+        }
+    }
+    Ok(ServerReports { stored, twice, acked: acked.unwrap_or(0) as u64 })
+}
+
+/// Every report record one device made, as first seen on either side: a later sighting
+/// that differs, a record stored twice, or one neither stored nor pending is a
+/// [`Violation`].
+#[derive(Debug, Default)]
+pub struct ReportLedger {
+    made: BTreeMap<u64, Record>,
+}
+
+impl ReportLedger {
+    fn see(&mut self, seq: u64, rec: &Record, side: &str) -> Result<(), Violation> {
+        match self.made.get(&seq) {
+            Some(first) if first != rec => violated!("report #{seq} on the {side} is {rec:?}, first seen as {first:?}"),
+            Some(_) => Ok(()),
+            None => {
+                self.made.insert(seq, rec.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks both sides of device `device` (state directory `state`, fleet database `db`):
+    /// the server holds exactly `1..=acked` once each, as the device made them; every record
+    /// the device ever numbered is stored or still pending; the device applied no
+    /// acknowledgement beyond what was stored and keeps nothing it applied. Returns
+    /// (stored, pending).
+    pub fn observe(&mut self, state: &Path, db: &Path, device: &str) -> Result<(usize, usize), Violation> {
+        let dev = device_reports(state)?;
+        let server = server_reports(db, device)?;
+        if !server.twice.is_empty() {
+            violated!("reports stored more than once: {:?}", server.twice);
+        }
+        for (seq, rec) in &dev.pending {
+            self.see(*seq, rec, "device")?;
+        }
+        for (seq, rec) in &server.stored {
+            self.see(*seq, rec, "server")?;
+        }
+        if !server.stored.keys().copied().eq(1..=server.acked) {
+            violated!("the server holds {} reports, not exactly 1..={}", server.stored.len(), server.acked);
+        }
+        let lost: Vec<u64> =
+            (1..=dev.made).filter(|s| !server.stored.contains_key(s) && !dev.pending.contains_key(s)).collect();
+        if !lost.is_empty() {
+            violated!("reports neither stored nor pending (lost): {lost:?}");
+        }
+        if dev.acked > server.acked {
+            violated!(
+                "the device applied an acknowledgement ({}) beyond what was stored ({})",
+                dev.acked,
+                server.acked
+            );
+        }
+        if let Some(seq) = dev.pending.keys().find(|s| **s <= dev.acked) {
+            violated!("report #{seq} is still pending though the device applied an ack through {}", dev.acked);
+        }
+        Ok((server.stored.len(), dev.pending.len()))
+    }
+
+    /// [`ReportLedger::observe`] once the device says it delivered everything: the outbox is
+    /// empty and the server holds every record the device made, `1..=made`, exactly once.
+    pub fn delivered(&mut self, state: &Path, db: &Path, device: &str) -> Result<usize, Violation> {
+        let (stored, pending) = self.observe(state, db, device)?;
+        let made = device_reports(state)?.made;
+        if pending != 0 {
+            violated!("{pending} reports still pending after the final upload");
+        }
+        if stored as u64 != made {
+            violated!("the server holds {stored} reports, the device made {made}");
+        }
+        if self.made.len() as u64 != made {
+            violated!("{} reports seen over the run, the device made {made}", self.made.len());
+        }
+        Ok(stored)
     }
 }

@@ -1,18 +1,27 @@
-//! Crash safety (DESIGN "The agent"): `ferry-agent import` is killed with `SIGKILL` at every
-//! named step of the apply protocol (the agent's crash points, via `FAILPOINTS`), panics at
-//! each slot failpoint, and is killed at seeded-random instants; after each crash and after
-//! the restart that follows, [`check_invariants`] must hold — `current` names one complete
-//! tree of a signed release, the journal agrees with it, `ferry.db` passes
-//! `integrity_check` — and the restart must converge: a healthy release ends committed, an
-//! unhealthy one rolled back and refused, with no temporaries left.
+//! Crash safety (DESIGN "The agent", "Reports"): `ferry-agent import` and `ferry-agent run
+//! --once` (download from `bundler serve` over loopback HTTP, apply, report upload to the
+//! same server) are killed with `SIGKILL` at every named step (the agent's crash points,
+//! via `FAILPOINTS`), `import` panics and fails at each slot failpoint, and both are killed
+//! at seeded-random instants; after each crash and after the restart that follows,
+//! [`check_invariants`] must hold — `current` names one complete tree of a signed release,
+//! the journal agrees with it, `ferry.db` passes `integrity_check` — and the restart must
+//! converge: a healthy release ends committed, an unhealthy one rolled back and refused,
+//! with no temporaries left. For `run --once`, the [`ReportLedger`] also checks after every
+//! crash and once the device delivered everything that the fleet database holds each report
+//! the device made exactly once, as it made it (and passes `integrity_check`).
 //!
-//! The crash points are read from `agent/src/crash.rs` (and the slot failpoints from
-//! `agent/src/slots.rs`), so a point added there without an entry in [`EXPECTED`] fails
-//! this test instead of going unexercised.
+//! The crash points are read from `agent/src/crash.rs` and checked against every
+//! `crash_point!` in the agent's source (the slot failpoints come from `agent/src/slots.rs`),
+//! so a point added there without an entry in [`EXPECTED`] fails this test instead of going
+//! unexercised.
 //!
 //! Environment:
-//! * `FERRY_CRASH_RANDOM=N`: how many random instants (default 10, what CI runs). The full
-//!   run is `FERRY_CRASH_RANDOM=200` (five to ten minutes on two cores).
+//! * `FERRY_CRASH_RANDOM=N`: how many random runs (default 10, what CI runs), taking turns
+//!   over [`RANDOM_MIX`]: small and bulk trees, `import` and `run --once`; every other block
+//!   of six is killed twice (the second kill lands in the recovery). The full soak (over
+//!   1,000 crash points) is in RELIABILITY.md, "Crash soak".
+//! * `FERRY_CRASH_JOBS=J`: random runs in parallel (default 1). Each run has its own
+//!   device; the windows adapt to the load.
 //! * `FERRY_CRASH_SEED=S`: the PRNG seed (decimal or `0x` hex), printed in the summary. It
 //!   fixes which fraction of the window each kill comes at; the instants themselves move
 //!   with the machine's speed, so a replay lands near, not exactly on, the same step.
@@ -22,15 +31,18 @@
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ferry_tests::crash::{
-    check_invariants, copy_dir, crash_points, slot_failpoints, Observed, Phase, Pristine, ReleaseTrees, SplitMix64,
-    Violation,
+    check_invariants, copy_dir, copy_state, crash_points, crash_points_in_source, slot_failpoints, Observed, Phase,
+    Pristine, ReleaseTrees, ReportLedger, SplitMix64, Violation,
 };
 use ferry_tests::fixture::{Device, Operator};
-use ferry_tests::{run, Run};
+use ferry_tests::serve_process::ServeProcess;
+use ferry_tests::{binaries, run, Run};
 
 const CHANNEL: &str = "stable";
 const DEFAULT_RANDOM: u64 = 10;
@@ -38,46 +50,90 @@ const DEFAULT_SEED: u64 = 0xF3A7_C0DE;
 /// Files in the bulk directory of releases 4 and 5: enough that an import spends a few
 /// hundred milliseconds writing and fsyncing a slot, so random kills land inside it.
 const BULK_FILES: usize = 500;
-/// Random kills come at up to this multiple of an uninterrupted import's duration: the
-/// runs that finish first tell how long one takes now.
+/// Random kills come at up to this multiple of an uninterrupted run's duration: the runs
+/// that finish first tell how long one takes now.
 const KILL_SPAN: f64 = 1.2;
+/// Report records added to the outbox of every device `run --once` crashes on, besides the
+/// events its earlier runs recorded: three batches (`outbox::MAX_BATCH_RECORDS` is 500), so
+/// an upload takes long enough for random kills to land in it and a crash can come between
+/// two acknowledgements.
+const REPORT_BACKLOG: usize = 1200;
+/// `run --once` runs after the crashes until the device converged and delivered every
+/// report; more means it never does.
+const MAX_DAEMON_RESTARTS: usize = 3;
 
-/// Where a crash point leaves the release being applied, as `agent/src/crash.rs` documents.
+/// Which command a crash run interrupts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Via {
+    /// `ferry-agent import <mirror copy>`.
+    Import,
+    /// `ferry-agent run --once` against `bundler serve` of the mirror (download, apply,
+    /// report upload).
+    Daemon,
+}
+
+/// Which releases pass a crash point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// Healthy and failing ones.
+    Both,
+    /// Only a healthy one (the commit).
+    Healthy,
+    /// Only a failing one (health retries, rollback).
+    Failing,
+}
+
+/// Where a crash point leaves the release being applied.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// Not journaled yet: `current` still holds the old release.
+    Before,
+    /// Newest journal row for the release in this state; whether `current` already names
+    /// the new release's slot.
+    Open(&'static str, bool),
+    /// The apply is over: a healthy release `committed` in `current`, a failing one
+    /// `rolled-back` with `current` on the old release.
+    Finished,
+}
+
+/// One crash point, as `agent/src/crash.rs` documents it.
 struct Expect {
     point: &'static str,
-    /// State of the newest journal row for the release (`None`: not journaled yet).
-    journal: Option<&'static str>,
-    /// Whether `current` already names the new release's slot.
-    switched: bool,
-    /// Whether a healthy release passes the point (the rollback points need a failing one).
-    on_healthy_path: bool,
+    at: At,
+    paths: Paths,
+    via: Via,
+}
+
+const fn expect(point: &'static str, at: At, paths: Paths, via: Via) -> Expect {
+    Expect { point, at, paths, via }
 }
 
 const EXPECTED: &[Expect] = &[
-    Expect { point: "intake::after-chunk", journal: None, switched: false, on_healthy_path: true },
-    Expect { point: "apply::after-import", journal: None, switched: false, on_healthy_path: true },
-    Expect { point: "apply::after-validate", journal: None, switched: false, on_healthy_path: true },
-    Expect { point: "apply::after-prepare", journal: Some("started"), switched: false, on_healthy_path: true },
-    Expect { point: "apply::after-checkout", journal: Some("started"), switched: false, on_healthy_path: true },
-    Expect { point: "apply::after-record", journal: Some("started"), switched: false, on_healthy_path: true },
-    Expect { point: "apply::before-switch", journal: Some("switching"), switched: false, on_healthy_path: true },
-    Expect { point: "apply::after-switch", journal: Some("trial"), switched: true, on_healthy_path: true },
-    Expect { point: "apply::before-health", journal: Some("trial"), switched: true, on_healthy_path: true },
-    Expect {
-        point: "apply::rollback::before-switch",
-        journal: Some("rolling-back"),
-        switched: true,
-        on_healthy_path: false,
-    },
-    Expect {
-        point: "apply::rollback::after-switch",
-        journal: Some("rolling-back"),
-        switched: false,
-        on_healthy_path: false,
-    },
+    expect("intake::before-store", At::Before, Paths::Both, Via::Import),
+    expect("intake::after-chunk", At::Before, Paths::Both, Via::Import),
+    expect("download::after-chunk", At::Before, Paths::Both, Via::Daemon),
+    expect("download::after-verify", At::Before, Paths::Both, Via::Daemon),
+    expect("apply::after-import", At::Before, Paths::Both, Via::Import),
+    expect("apply::after-validate", At::Before, Paths::Both, Via::Import),
+    expect("apply::after-prepare", At::Open("started", false), Paths::Both, Via::Import),
+    expect("apply::after-checkout", At::Open("started", false), Paths::Both, Via::Import),
+    expect("apply::after-record", At::Open("started", false), Paths::Both, Via::Import),
+    expect("apply::before-switch", At::Open("switching", false), Paths::Both, Via::Import),
+    expect("apply::after-switch", At::Open("trial", true), Paths::Both, Via::Import),
+    expect("apply::before-health", At::Open("trial", true), Paths::Both, Via::Import),
+    expect("hooks::health-retry", At::Open("trial", true), Paths::Failing, Via::Import),
+    expect("apply::after-commit", At::Finished, Paths::Healthy, Via::Import),
+    expect("apply::rollback::before-switch", At::Open("rolling-back", true), Paths::Failing, Via::Import),
+    expect("apply::rollback::after-switch", At::Open("rolling-back", false), Paths::Failing, Via::Import),
+    expect("apply::rollback::after-hooks", At::Open("rolling-back", false), Paths::Failing, Via::Import),
+    expect("apply::rollback::after-discard", At::Open("rolling-back", false), Paths::Failing, Via::Import),
+    expect("apply::rollback::before-refuse", At::Finished, Paths::Failing, Via::Import),
+    expect("upload::after-post", At::Finished, Paths::Both, Via::Daemon),
+    expect("outbox::ack-before-commit", At::Finished, Paths::Both, Via::Daemon),
+    expect("upload::after-ack", At::Finished, Paths::Both, Via::Daemon),
 ];
 
-/// One apply to crash: a device holding release `from` imports the mirror as it was right
+/// One apply to crash: a device holding release `from` takes the mirror as it was right
 /// after release `to` was published.
 #[derive(Debug, Clone, Copy)]
 struct Flow {
@@ -93,6 +149,17 @@ const SMALL_FAILING: Flow = Flow { from: 2, to: 3, healthy: false };
 /// Bulk trees: random instants.
 const BIG_HEALTHY: Flow = Flow { from: 2, to: 4, healthy: true };
 const BIG_FAILING: Flow = Flow { from: 4, to: 5, healthy: false };
+/// The random runs, in turn: small trees are cheap and their whole protocol (download,
+/// import, checkout, switch, health checks, rollback, report upload) fits in a short window;
+/// bulk trees spend long enough writing a slot that kills land inside the checkout.
+const RANDOM_MIX: &[(Via, Flow)] = &[
+    (Via::Import, SMALL_HEALTHY),
+    (Via::Import, SMALL_FAILING),
+    (Via::Daemon, SMALL_HEALTHY),
+    (Via::Daemon, SMALL_FAILING),
+    (Via::Import, BIG_HEALTHY),
+    (Via::Import, BIG_FAILING),
+];
 
 /// How a run is stopped.
 #[derive(Debug, Clone, Copy)]
@@ -107,27 +174,58 @@ enum Kill<'a> {
     After(Duration),
 }
 
-/// Releases 1–5 on one channel, the mirror as it was after each, and pristine devices
-/// holding releases 1, 2 and 4.
+/// A `bundler serve` of one mirror copy, taking reports into its own fleet database
+/// (devices enrolled on first use); SIGKILLed on drop.
+struct Server {
+    process: ServeProcess,
+    db: PathBuf,
+}
+
+impl Server {
+    fn start(mirror: &Path, db: PathBuf) -> Server {
+        let mut cmd = Command::new(&binaries().bundler);
+        cmd.args(["serve", "--enroll-on-first-use", "--listen", "127.0.0.1:0", "--mirror"])
+            .arg(mirror)
+            .arg("--db")
+            .arg(&db)
+            .env_remove("FERRY_LOG");
+        Server { process: ServeProcess::spawn(&mut cmd), db }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.process.kill();
+    }
+}
+
+/// Releases 1–5 on one channel, the mirror as it was after each (as a directory and served
+/// over HTTP), and pristine devices holding releases 1, 2 and 4.
 struct World {
     op: Operator,
     trees: ReleaseTrees,
     mirrors: BTreeMap<u64, PathBuf>,
+    servers: BTreeMap<u64, Server>,
     pristine: BTreeMap<u64, Pristine>,
-    /// How long an uninterrupted import of each flow's `to` release took.
-    durations: BTreeMap<u64, Duration>,
+    /// How long an uninterrupted run of each flow's `to` release took, by command.
+    durations: BTreeMap<(Via, u64), Duration>,
+    /// Device ids handed out (each daemon run reports as a new device).
+    devices: AtomicU64,
 }
 
 const HEALTHY_HOOKS: &str = "[hooks]\nactivate = \"true\"\nhealth = \"test -f etc/app.conf\"\n\
                              health_timeout = \"5s\"\nhealth_retries = 0\n";
+/// Fails its health check twice (one retry), so the retry's crash point is on its path.
 const FAILING_HOOKS: &str = "[hooks]\nactivate = \"true\"\nhealth = \"echo unhealthy >&2; exit 1\"\n\
-                             health_timeout = \"5s\"\nhealth_retries = 0\nrollback = \"true\"\n";
-/// The bulk releases' hooks take a little time, so that random kills land in trials and
-/// rollbacks too, not only while a slot is written.
+                             health_timeout = \"5s\"\nhealth_retries = 1\nhealth_interval = \"10ms\"\n\
+                             rollback = \"true\"\n";
+/// The bulk releases' hooks take a little time, so that random kills land in trials,
+/// health retries and rollbacks too, not only while a slot is written.
 const SLOW_HEALTHY_HOOKS: &str = "[hooks]\nactivate = \"sleep 0.05\"\nhealth = \"sleep 0.1; test -f etc/app.conf\"\n\
                                   health_timeout = \"5s\"\nhealth_retries = 0\n";
-const SLOW_FAILING_HOOKS: &str = "[hooks]\nactivate = \"sleep 0.05\"\nhealth = \"sleep 0.1; exit 1\"\n\
-                                  health_timeout = \"5s\"\nhealth_retries = 0\nrollback = \"sleep 0.05\"\n";
+const SLOW_FAILING_HOOKS: &str = "[hooks]\nactivate = \"sleep 0.05\"\nhealth = \"sleep 0.05; exit 1\"\n\
+                                  health_timeout = \"5s\"\nhealth_retries = 1\nhealth_interval = \"50ms\"\n\
+                                  rollback = \"sleep 0.05\"\n";
 
 impl World {
     fn new() -> World {
@@ -175,7 +273,17 @@ impl World {
         publish(&op, 5, "five");
 
         let trees = ReleaseTrees::load(&op, CHANNEL);
-        let mut world = World { op, trees, mirrors, pristine: BTreeMap::new(), durations: BTreeMap::new() };
+        let servers =
+            (2..=5).map(|n| (n, Server::start(&mirrors[&n], op.dir.path().join(format!("fleet-{n}.db"))))).collect();
+        let mut world = World {
+            op,
+            trees,
+            mirrors,
+            servers,
+            pristine: BTreeMap::new(),
+            durations: BTreeMap::new(),
+            devices: AtomicU64::new(0),
+        };
 
         let first = Device::new(CHANNEL, &world.op.root1(), "");
         first.import(&world.mirrors[&1]).ok();
@@ -183,7 +291,7 @@ impl World {
         world.pristine.insert(1, Pristine { device: first, release: 1 });
         // Each flow uninterrupted, twice: the faster run is the window for random kills
         // (the first one may pay for cold caches); the result is the next pristine state.
-        for flow in [SMALL_HEALTHY, BIG_HEALTHY, BIG_FAILING] {
+        for flow in [SMALL_HEALTHY, SMALL_FAILING, BIG_HEALTHY, BIG_FAILING] {
             let mut fastest = Duration::MAX;
             let mut last = None;
             for _ in 0..2 {
@@ -196,10 +304,26 @@ impl World {
                 world.settle(&dev, if flow.healthy { flow.to } else { flow.from });
                 last = Some(dev);
             }
-            world.durations.insert(flow.to, fastest);
+            world.durations.insert((Via::Import, flow.to), fastest);
             if let (true, Some(dev)) = (flow.healthy, last) {
                 world.pristine.insert(flow.to, Pristine { device: dev, release: flow.to });
             }
+        }
+        // The small flows through the daemon too, for their windows.
+        for flow in [SMALL_HEALTHY, SMALL_FAILING] {
+            let mut fastest = Duration::MAX;
+            for _ in 0..2 {
+                let (dev, id) = world.daemon_device(flow);
+                let started = Instant::now();
+                let r = run(&mut daemon_cmd(&dev));
+                fastest = fastest.min(started.elapsed());
+                assert!(matches!(r.code, 0 | 1), "uninterrupted run --once of release {}:\n{}", flow.to, r.all());
+                world.settle(&dev, if flow.healthy { flow.to } else { flow.from });
+                let mut ledger = ReportLedger::default();
+                let db = &world.servers[&flow.to].db;
+                ledger.delivered(&dev.state, db, &id).unwrap_or_else(|v| panic!("fixture: reports: {v}\n{}", r.all()));
+            }
+            world.durations.insert((Via::Daemon, flow.to), fastest);
         }
         world
     }
@@ -211,6 +335,23 @@ impl World {
         pristine.fork(CHANNEL, &self.op.root1())
     }
 
+    /// A new device, with a device id of its own, holding a copy of the pristine state for
+    /// `flow.from`, configured to poll and report to the server of `flow.to`'s mirror.
+    fn daemon_device(&self, flow: Flow) -> (Device, String) {
+        let n = self.devices.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("crash-{n:05}");
+        let addr = self.servers[&flow.to].process.addr;
+        let config = format!(
+            "mirrors = [\"http://{addr}/\"]\n[fetch]\nconnect_timeout = \"2s\"\nstall_timeout = \"2s\"\n\
+             max_backoff = \"10ms\"\n[reports]\nurl = \"http://{addr}/v1/reports\"\n\
+             max_outbox_bytes = 16777216\n"
+        );
+        let dev = Device::with_id(&id, CHANNEL, &self.op.root1(), &config);
+        copy_state(&self.pristine[&flow.from].device.state, &dev);
+        add_backlog(&dev, REPORT_BACKLOG);
+        (dev, id)
+    }
+
     /// Asserts that `dev` settled on `release` (the fixture itself must be sound).
     fn settle(&self, dev: &Device, release: u64) {
         let seen = check_invariants(dev, &self.trees, Phase::Settled).unwrap_or_else(|v| panic!("fixture: {v}"));
@@ -218,10 +359,43 @@ impl World {
     }
 }
 
+/// Adds `n` records to `dev`'s outbox in one transaction, as if it had been offline for a
+/// while: every fifth a failure, messages of about 150 bytes.
+fn add_backlog(dev: &Device, n: usize) {
+    let mut conn = rusqlite::Connection::open(dev.state.join("ferry.db")).expect("open ferry.db");
+    let tx = conn.transaction().expect("transaction");
+    for i in 0..n {
+        let reason = (i % 5 == 4).then_some("digest-mismatch");
+        tx.execute(
+            "INSERT INTO events(at, kind, release, reason, message) VALUES(1700000000 + ?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                i as i64,
+                if reason.is_some() { "rejected" } else { "fetched" },
+                (i % 7) as i64,
+                reason,
+                format!("backlog event {i}: {}", format!("{:x}", (i as u64).wrapping_mul(2_654_435_761)).repeat(9))
+            ],
+        )
+        .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+/// `ferry-agent run --once` with no proxy from the environment and no failpoints.
+fn daemon_cmd(dev: &Device) -> Command {
+    let mut cmd = dev.agent(&["run", "--once"]);
+    for var in ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "FERRY_LOG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env_remove("FAILPOINTS");
+    cmd
+}
+
 /// What went wrong in one run, by kind.
 #[derive(Debug)]
 enum Problem {
-    /// An invariant broke (after the crash or after the restart).
+    /// An invariant broke (after the crash or after the restart), or a report was lost or
+    /// stored twice.
     Torn(String),
     /// The crash did not happen as documented, or the restart did not converge.
     Other(String),
@@ -229,6 +403,9 @@ enum Problem {
 
 /// What one run saw.
 struct Outcome {
+    /// Stops that landed: kills, and the slot failpoints' panics and errors (a random kill
+    /// may come after the agent exited on its own).
+    crashes: usize,
     /// When the first (random) kill came too late: how long the agent took to exit on its own.
     finished_first: Option<Duration>,
     line: String,
@@ -249,32 +426,86 @@ fn describe(seen: &Observed) -> String {
     }
 }
 
-/// One crash run: fork the pristine device, start the import and stop it as each of
-/// `kills` says in turn (the second and later ones interrupt the recovery of the one before),
-/// checking the invariants after each; then restart, check again and check convergence.
-fn crash_run(world: &World, flow: Flow, kills: &[Kill<'_>]) -> Result<Outcome, Problem> {
-    let dev = world.fork(flow.from);
+/// Whether `seen` is where `flow` ends: a healthy release committed in `current`, a failing
+/// one rolled back (and, with `refused`, refused) with `current` on the old release.
+fn finished(flow: Flow, seen: &Observed, refused: bool) -> bool {
+    let newest = seen.newest();
+    if flow.healthy {
+        seen.current_release() == Some(flow.to)
+            && newest.is_some_and(|r| r.release == flow.to && r.state == "committed")
+    } else {
+        seen.current_release() == Some(flow.from)
+            && newest.is_some_and(|r| r.release == flow.to && r.state == "rolled-back")
+            && (!refused || seen.refused.contains(&flow.to))
+    }
+}
+
+/// Checks that a crash at `point` left what [`EXPECTED`] documents.
+fn check_point(point: &str, flow: Flow, after: &Observed) -> Result<(), Problem> {
+    let expect = EXPECTED.iter().find(|e| e.point == point).expect("checked before");
+    let ok = match expect.at {
+        At::Finished => finished(flow, after, false),
+        At::Before | At::Open(..) => {
+            let (journal, switched) = match expect.at {
+                At::Open(state, switched) => (Some(state), switched),
+                _ => (None, false),
+            };
+            let newest = after.newest().filter(|r| r.release == flow.to).map(|r| r.state.as_str());
+            let holds = if switched { flow.to } else { flow.from };
+            newest == journal && after.current_release() == Some(holds)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::Other(format!("crash point {point} left {}; expected {:?}", describe(after), expect.at)))
+    }
+}
+
+/// One crash run: fork the pristine device, start the import (or `run --once`) and stop it
+/// as each of `kills` says in turn (the second and later ones interrupt the recovery of the
+/// one before), checking the invariants (and the reports) after each; then restart, check
+/// again and check convergence.
+fn crash_run(world: &World, via: Via, flow: Flow, kills: &[Kill<'_>]) -> Result<Outcome, Problem> {
+    let (dev, device_id) = match via {
+        Via::Import => (world.fork(flow.from), String::new()),
+        Via::Daemon => world.daemon_device(flow),
+    };
     let mirror = &world.mirrors[&flow.to];
+    let fleet_db = &world.servers[&flow.to].db;
+    let command = || match via {
+        Via::Import => {
+            let mut cmd = dev.agent(&["import"]);
+            cmd.arg(mirror).env_remove("FAILPOINTS");
+            cmd
+        }
+        Via::Daemon => daemon_cmd(&dev),
+    };
+    let mut ledger = ReportLedger::default();
+    let mut reports = |when: &str| -> Result<(), Problem> {
+        if via == Via::Daemon {
+            ledger.observe(&dev.state, fleet_db, &device_id).map_err(|v| torn(&format!("{when} (reports)"), v))?;
+        }
+        Ok(())
+    };
+    reports("before the run")?;
+
     let mut left = Vec::new();
     let mut finished_first = None;
+    let mut crashes = 0;
     for (n, kill) in kills.iter().enumerate() {
         let when = if n == 0 { "after the crash".to_owned() } else { format!("after crash {} (in recovery)", n + 1) };
-        let finished = interrupt(&dev, mirror, *kill)?;
+        let finished = interrupt(command(), *kill)?;
+        if finished.is_none() {
+            crashes += 1;
+        }
         if n == 0 {
             finished_first = finished;
         }
         let after = check_invariants(&dev, &world.trees, Phase::AfterCrash).map_err(|v| torn(&when, v))?;
+        reports(&when)?;
         if let Kill::CrashPoint(point) = kill {
-            let expect = EXPECTED.iter().find(|e| e.point == *point).expect("checked before");
-            let journal = after.newest().filter(|r| r.release == flow.to).map(|r| r.state.as_str());
-            let holds = if expect.switched { flow.to } else { flow.from };
-            if journal != expect.journal || after.current_release() != Some(holds) {
-                return Err(Problem::Other(format!(
-                    "crash point {point} left {}; expected journal {:?} and current holding release {holds}",
-                    describe(&after),
-                    expect.journal
-                )));
-            }
+            check_point(point, flow, &after)?;
         }
         // A random kill may come after the run finished on its own.
         left.push(match finished {
@@ -283,37 +514,59 @@ fn crash_run(world: &World, flow: Flow, kills: &[Kill<'_>]) -> Result<Outcome, P
         });
     }
 
-    // The restart: the same import, without failpoints.
-    let restart: Run = run(dev.agent(&["import"]).arg(mirror).env_remove("FAILPOINTS"));
-    let settled = check_invariants(&dev, &world.trees, Phase::Settled).map_err(|v| torn("after the restart", v))?;
-    let newest = settled.newest();
-    let converged = if flow.healthy {
-        restart.code == 0
-            && settled.current_release() == Some(flow.to)
-            && newest.is_some_and(|r| r.release == flow.to && r.state == "committed")
-    } else {
-        restart.code == 1
-            && settled.current_release() == Some(flow.from)
-            && newest.is_some_and(|r| r.release == flow.to && r.state == "rolled-back")
-            && settled.refused.contains(&flow.to)
+    // The restart, without failpoints: the same import; or `run --once` until the release
+    // is settled and every report delivered.
+    let mut restarts = Vec::new();
+    let settled = loop {
+        let restart: Run = run(&mut command());
+        let settled = check_invariants(&dev, &world.trees, Phase::Settled).map_err(|v| torn("after the restart", v))?;
+        reports("after the restart")?;
+        restarts.push(restart);
+        let restart = restarts.last().expect("one restart");
+        let expected_code = match (via, flow.healthy) {
+            (Via::Import, true) => restart.code == 0,
+            (Via::Import, false) => restart.code == 1,
+            (Via::Daemon, _) => matches!(restart.code, 0 | 1),
+        };
+        if !expected_code || !finished(flow, &settled, true) {
+            return Err(Problem::Other(format!(
+                "the restart did not converge (exit {}): {}, refused {:?}\n{}",
+                restart.code,
+                describe(&settled),
+                settled.refused,
+                restart.all()
+            )));
+        }
+        let pending = if via == Via::Daemon {
+            ferry_tests::crash::device_reports(&dev.state).map_err(|v| torn("after the restart", v))?.pending.len()
+        } else {
+            0
+        };
+        if pending == 0 {
+            break settled;
+        }
+        if restarts.len() >= MAX_DAEMON_RESTARTS {
+            let logs: Vec<String> = restarts.iter().map(Run::all).collect();
+            return Err(Problem::Other(format!(
+                "{pending} reports still pending after {} restarts:\n{}",
+                restarts.len(),
+                logs.join("\n---\n")
+            )));
+        }
     };
-    if !converged {
-        return Err(Problem::Other(format!(
-            "the restart did not converge (exit {}): {}, refused {:?}\n{}",
-            restart.code,
-            describe(&settled),
-            settled.refused,
-            restart.all()
-        )));
+    let mut line = format!("left {}; restart: {}", left.join("; then "), describe(&settled));
+    if via == Via::Daemon {
+        let stored = ledger
+            .delivered(&dev.state, fleet_db, &device_id)
+            .map_err(|v| torn("after the final upload (reports)", v))?;
+        line.push_str(&format!(", {stored} reports delivered once each"));
     }
-    Ok(Outcome { finished_first, line: format!("left {}; restart: {}", left.join("; then "), describe(&settled)) })
+    Ok(Outcome { crashes, finished_first, line })
 }
 
-/// Runs `ferry-agent import mirror` on `dev` and stops it as `kill` says. `None` when it was
-/// stopped; how long it ran when a random kill came after it had exited on its own.
-fn interrupt(dev: &Device, mirror: &Path, kill: Kill<'_>) -> Result<Option<Duration>, Problem> {
-    let mut cmd = dev.agent(&["import"]);
-    cmd.arg(mirror).env_remove("FAILPOINTS");
+/// Runs `cmd` and stops it as `kill` says. `None` when it was stopped; how long it ran when
+/// a random kill came after it had exited on its own.
+fn interrupt(mut cmd: Command, kill: Kill<'_>) -> Result<Option<Duration>, Problem> {
     let output = |out: &Output| {
         format!("stdout:\n{}stderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     };
@@ -378,20 +631,40 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[derive(Default)]
 struct Tally {
     runs: usize,
+    /// Kills that landed, by kind of run.
+    crashes: BTreeMap<&'static str, usize>,
     torn: Vec<String>,
     other: Vec<String>,
 }
 
 impl Tally {
-    /// Runs and records one crash run; returns [`Outcome::finished_first`].
-    fn record(&mut self, label: &str, run: impl FnOnce() -> Result<Outcome, Problem>) -> Option<Duration> {
-        self.runs += 1;
+    /// Runs and records one crash run of kind `kind`; returns [`Outcome::finished_first`].
+    fn record(
+        &mut self,
+        kind: &'static str,
+        label: &str,
+        run: impl FnOnce() -> Result<Outcome, Problem>,
+    ) -> Option<Duration> {
         let started = Instant::now();
         let result = run();
+        self.report(kind, label, started, result)
+    }
+
+    /// Records the `result` of a crash run started at `started`; returns
+    /// [`Outcome::finished_first`].
+    fn report(
+        &mut self,
+        kind: &'static str,
+        label: &str,
+        started: Instant,
+        result: Result<Outcome, Problem>,
+    ) -> Option<Duration> {
+        self.runs += 1;
         let label = format!("{label} [{:.1?}]", started.elapsed());
         match result {
             Ok(outcome) => {
                 println!("  ok    {label}: {}", outcome.line);
+                *self.crashes.entry(kind).or_default() += outcome.crashes;
                 outcome.finished_first
             }
             Err(Problem::Torn(m)) => {
@@ -406,12 +679,21 @@ impl Tally {
             }
         }
     }
+
+    fn crashes(&self) -> usize {
+        self.crashes.values().sum()
+    }
 }
 
 #[test]
 fn kill_9_at_every_crash_point_and_at_random_instants_leaves_one_whole_tree() {
     let started = Instant::now();
     let points = crash_points();
+    let in_source = crash_points_in_source();
+    let unlisted: Vec<&String> = in_source.iter().filter(|p| !points.contains(p)).collect();
+    assert!(unlisted.is_empty(), "crash_point!s in the agent missing from CRASH_POINTS: {unlisted:?}");
+    let unused: Vec<&String> = points.iter().filter(|p| !in_source.contains(p)).collect();
+    assert!(unused.is_empty(), "CRASH_POINTS names points no crash_point! in the agent marks: {unused:?}");
     let missing: Vec<&String> = points.iter().filter(|p| !EXPECTED.iter().any(|e| e.point == p.as_str())).collect();
     assert!(missing.is_empty(), "crash points in agent/src/crash.rs with no entry in EXPECTED here: {missing:?}");
     let stale: Vec<&str> = EXPECTED.iter().map(|e| e.point).filter(|e| !points.iter().any(|p| p == e)).collect();
@@ -421,64 +703,100 @@ fn kill_9_at_every_crash_point_and_at_random_instants_leaves_one_whole_tree() {
 
     let world = World::new();
     println!(
-        "fixture ready in {:.1?}; uninterrupted imports: {:?}",
+        "fixture ready in {:.1?}; uninterrupted runs: {:?}",
         started.elapsed(),
-        world.durations.iter().map(|(n, d)| format!("release {n} {d:.0?}")).collect::<Vec<_>>()
+        world.durations.iter().map(|((via, n), d)| format!("{via:?} release {n} {d:.0?}")).collect::<Vec<_>>()
     );
     let mut tally = Tally::default();
 
-    // Every crash point, on the healthy path and on the failing one.
+    // Every crash point, on the healthy path and on the failing one, through the command
+    // that passes it.
     let mut named_runs = 0;
     for expect in EXPECTED {
-        let flows: &[Flow] = if expect.on_healthy_path { &[SMALL_HEALTHY, SMALL_FAILING] } else { &[SMALL_FAILING] };
+        let flows: &[Flow] = match expect.paths {
+            Paths::Both => &[SMALL_HEALTHY, SMALL_FAILING],
+            Paths::Healthy => &[SMALL_HEALTHY],
+            Paths::Failing => &[SMALL_FAILING],
+        };
         for flow in flows {
-            let label = format!("{} ({} -> {})", expect.point, flow.from, flow.to);
-            tally.record(&label, || crash_run(&world, *flow, &[Kill::CrashPoint(expect.point)]));
+            let label = format!("{} ({:?} {} -> {})", expect.point, expect.via, flow.from, flow.to);
+            tally.record("named", &label, || crash_run(&world, expect.via, *flow, &[Kill::CrashPoint(expect.point)]));
             named_runs += 1;
         }
     }
 
     // Each slot failpoint, as a panic and as an injected I/O error. All of them are on the
     // failing path from release 2, where slot A (release 1) is emptied and both switches
-    // happen.
+    // happen. (Not kills: counted apart.)
+    let mut slot_runs = 0;
     for point in &slot_points {
         for (action, kill) in [("panic", Kill::Panic(point)), ("return", Kill::Error(point))] {
             let label = format!("{point}={action} ({} -> {})", SMALL_FAILING.from, SMALL_FAILING.to);
-            tally.record(&label, || crash_run(&world, SMALL_FAILING, &[kill]));
+            tally.record("slot", &label, || crash_run(&world, Via::Import, SMALL_FAILING, &[kill]));
+            slot_runs += 1;
         }
     }
 
-    // Random instants, alternating a healthy and a failing bulk apply; every other pair also
-    // kills the recovery run before the final restart. An instant is a seeded fraction of
-    // KILL_SPAN times the flow's window: its fastest uninterrupted import at first, then the
-    // duration of the latest run that beat its kill, so the window follows the machine's
-    // load and some kills always land near the end of an apply.
-    let random = env_u64("FERRY_CRASH_RANDOM", DEFAULT_RANDOM);
+    // Random instants, over the runs of RANDOM_MIX in turn; every other block of six is
+    // killed twice (the second kill lands in the recovery) before the final restart. An
+    // instant is a seeded fraction of KILL_SPAN times the run's window: its fastest
+    // uninterrupted run at first, then the duration of the latest run that beat its kill, so
+    // the window follows the machine's load and some kills always land near the end of a
+    // run. The fractions are drawn up front, so FERRY_CRASH_JOBS does not change them.
+    let random = env_u64("FERRY_CRASH_RANDOM", DEFAULT_RANDOM) as usize;
     let seed = env_u64("FERRY_CRASH_SEED", DEFAULT_SEED);
+    let jobs = env_u64("FERRY_CRASH_JOBS", 1).max(1);
     let mut rng = SplitMix64::new(seed);
-    let mut windows = world.durations.clone();
-    let mut finished_first = 0;
-    for i in 0..random {
-        let flow = if i.is_multiple_of(2) { BIG_HEALTHY } else { BIG_FAILING };
-        let window = windows[&flow.to];
-        let mut instant = || window.mul_f64(KILL_SPAN * rng.fraction());
-        let kills = if (i / 2).is_multiple_of(2) { vec![instant()] } else { vec![instant(), instant()] };
-        let at: Vec<String> = kills.iter().map(|d| format!("{d:.0?}")).collect();
-        let label = format!("random #{i} at {} of {window:.0?} ({} -> {})", at.join(" then "), flow.from, flow.to);
-        let kills: Vec<Kill<'_>> = kills.into_iter().map(Kill::After).collect();
-        if let Some(took) = tally.record(&label, || crash_run(&world, flow, &kills)) {
-            finished_first += 1;
-            windows.insert(flow.to, took);
+    let plan: Vec<(Via, Flow, Vec<f64>)> = (0..random)
+        .map(|i| {
+            let (via, flow) = RANDOM_MIX[i % RANDOM_MIX.len()];
+            let kills = if (i / 6).is_multiple_of(2) { 1 } else { 2 };
+            (via, flow, (0..kills).map(|_| KILL_SPAN * rng.fraction()).collect())
+        })
+        .collect();
+    let windows = Mutex::new(world.durations.clone());
+    let finished_first = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    let shared = Mutex::new(tally);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((via, flow, fractions)) = plan.get(i) else { break };
+                let window = windows.lock().unwrap_or_else(PoisonError::into_inner)[&(*via, flow.to)];
+                let kills: Vec<Duration> = fractions.iter().map(|f| window.mul_f64(*f)).collect();
+                let at: Vec<String> = kills.iter().map(|d| format!("{d:.0?}")).collect();
+                let label = format!(
+                    "random #{i} {via:?} at {} of {window:.0?} ({} -> {})",
+                    at.join(" then "),
+                    flow.from,
+                    flow.to
+                );
+                let kills: Vec<Kill<'_>> = kills.into_iter().map(Kill::After).collect();
+                let started = Instant::now();
+                let result = crash_run(&world, *via, *flow, &kills);
+                if let Some(took) =
+                    shared.lock().unwrap_or_else(PoisonError::into_inner).report("random", &label, started, result)
+                {
+                    finished_first.fetch_add(1, Ordering::Relaxed);
+                    windows.lock().unwrap_or_else(PoisonError::into_inner).insert((*via, flow.to), took);
+                }
+            });
         }
-    }
+    });
+    let tally = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let finished_first = finished_first.into_inner();
 
+    let crashes = |kind: &str| tally.crashes.get(kind).copied().unwrap_or(0);
     println!(
-        "crash points: {} named ({named_runs} runs) + {} slot failpoints (panic and error) + {random} random \
-         ({finished_first} finished before the kill) = {} crashes, torn states: {}, other failures: {} \
-         [seed {seed:#x}, {:.1?}]",
+        "crash soak: {} crash points ({} named kills at {} points in {named_runs} runs, {} slot failpoint stops \
+         in {slot_runs} runs, {} random kills in {random} runs, {finished_first} of which finished first), \
+         torn states: {}, other failures: {} [seed {seed:#x}, {jobs} job(s), {:.1?}]",
+        tally.crashes(),
+        crashes("named"),
         points.len(),
-        slot_points.len(),
-        tally.runs,
+        crashes("slot"),
+        crashes("random"),
         tally.torn.len(),
         tally.other.len(),
         started.elapsed()

@@ -9,7 +9,10 @@
 //!    refused before, or not yet rolled out to it (or halted), leaves the device converged
 //!    where it is;
 //! 4. choose the smallest usable payload (a delta whose base is held, else the full one),
-//!    download it into SQLite with resume, hash what was stored. If the store refuses a
+//!    download it into SQLite with resume, hash what was stored. A transfer below the
+//!    minimum rate (`[fetch] min_rate`, the slow-retrieval defence) gives the mirror up at
+//!    once, keeping what arrived, and only attempts at that rate count as progress that
+//!    earns more retries. If the store refuses a
 //!    chunk, another ferry-agent (an import) took the payload over: wait for its state lock,
 //!    then use what it did (verified, or applied) or resume from what it left;
 //! 5. unless a hold (a pause, or outside the maintenance windows) makes it wait — it is then
@@ -17,7 +20,7 @@
 //!    reach —, apply it through the engine, under the state lock, on a blocking thread; a
 //!    release applied meanwhile by an import is convergence, not a rejection.
 //!
-//! A mirror that fails (network, verification) is reported and the next one is tried.
+//! A mirror that fails (network, verification, too slow) is reported and the next one is tried.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -366,6 +369,11 @@ async fn download(
     let manifest_digest = manifest.digest();
     let policy = super::retry_policy(cfg);
     let mut delays = policy.delays();
+    // The slow-retrieval floor of this mirror's transfers (none for a directory).
+    let floor = match source {
+        Source::Http { fetcher, .. } => fetcher.min_rate(),
+        Source::Dir(_) => None,
+    };
     loop {
         // On every attempt: an import that failed midway deletes the row.
         tokio::task::block_in_place(|| store.ensure_payload(&payload.sha256, &manifest_digest, payload.size))?;
@@ -375,6 +383,7 @@ async fn download(
             let mut sink = StoreSink::new(store, payload.sha256, manifest_digest, payload.size);
             let mut stop = shutdown.clone();
             let resume = Resume { start, offset, validator };
+            let began = tokio::time::Instant::now();
             let result = tokio::select! {
                 r = source.download(&rel, payload.size, resume, &mut sink) => r,
                 _ = stop.wait_for(|s| *s) => return Err(Failure::new(Reason::Io, "shutting down; the download resumes on the next start")),
@@ -397,16 +406,20 @@ async fn download(
                         );
                         return Ok(());
                     }
-                } else if !e.is_transient() {
+                } else if !e.is_transient() || e.is_too_slow() {
+                    // Below the minimum rate: fail over to the next mirror; what arrived
+                    // stays, and the download resumes from there.
                     return Err(e.into());
                 }
-                // Progress resets the backoff: a link that drops every few KiB still converges.
-                if progressed > 0 {
+                // Progress resets the backoff: a link that drops every few KiB still
+                // converges. Only progress at the minimum rate counts, or a mirror that
+                // sends a few bytes and hangs up would hold the device for ever.
+                let progress = crate::fetch::attempt_progressed(floor, progressed, began.elapsed());
+                if progress {
                     delays = policy.delays();
                 }
                 let Some(delay) = delays.next() else { return Err(e.into()) };
-                let delay =
-                    if progressed > 0 { std::time::Duration::ZERO } else { policy.honour_retry_after(delay, &e) };
+                let delay = if progress { std::time::Duration::ZERO } else { policy.honour_retry_after(delay, &e) };
                 counters.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     delay_ms = delay.as_millis() as u64,
@@ -419,6 +432,7 @@ async fn download(
         }
         if tokio::task::block_in_place(|| store.verify_and_mark(&payload.sha256, payload.size))? {
             tracing::info!(release = manifest.release, bytes = payload.size, "payload downloaded and verified");
+            crate::crash_point!("download::after-verify");
             record(cfg, |s| {
                 s.record_event("fetched", Some(manifest.release), None, &format!("{} bytes verified", payload.size))
             });

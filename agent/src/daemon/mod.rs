@@ -57,6 +57,7 @@ fn fetcher(cfg: &Config) -> Result<Fetcher, Failure> {
         connect_timeout: cfg.fetch.connect_timeout,
         stall_timeout: cfg.fetch.stall_timeout,
         rate_limit: cfg.fetch.rate_limit,
+        min_rate: cfg.fetch.min_rate,
         proxy: cfg.fetch.proxy.clone(),
         extra_ca: cfg.fetch.ca_file.clone(),
         user_agent: format!("ferry-agent/{}", env!("CARGO_PKG_VERSION")),

@@ -44,6 +44,7 @@ impl ChunkSink for StoreSink<'_> {
             )));
         }
         self.written += bytes.len() as u64;
+        crate::crash_point!("download::after-chunk");
         Ok(())
     }
 

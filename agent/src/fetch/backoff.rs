@@ -97,7 +97,8 @@ impl SplitMix {
 }
 
 /// Runs `op` until it succeeds, fails with an error that is not
-/// [`FetchError::is_transient`], or `policy.max_attempts` attempts are used; returns the
+/// [`FetchError::is_transient`] (or [`FetchError::is_too_slow`], which ends the retries on
+/// this mirror), or `policy.max_attempts` attempts are used; returns the
 /// last result. Sleeps between attempts as [`RetryPolicy`] describes, and logs each retry
 /// at `warn` with the fields `what`, `attempt` (the attempt that failed, from 1), `url`,
 /// `delay_ms` and `error`.
@@ -113,7 +114,8 @@ where
     let mut attempt = 0usize;
     op.retry(policy.delays())
         .sleep(tokio::time::sleep)
-        .when(FetchError::is_transient)
+        // Below the minimum rate: the mirror is given up for now, not asked again at once.
+        .when(|e| e.is_transient() && !e.is_too_slow())
         .adjust(|err, proposed| proposed.map(|d| policy.honour_retry_after(d, err)))
         .notify(|err, delay| {
             attempt += 1;

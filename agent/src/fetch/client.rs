@@ -2,19 +2,19 @@
 //! policy, rate limit) and the small-document requests: the conditional GET that polls a
 //! channel index and the GET that may find nothing (walking `trust/root.<n>`).
 //!
-//! Bodies are read as a stream with the stall timeout around every piece and the cap checked
-//! before each piece is kept, growing the buffer only up to the cap, so a mirror that sends
+//! Bodies are read as a stream with the stall timeout around every piece (and the minimum
+//! rate over every window, see [`super::floor`]) and the cap checked before each piece is kept, growing the buffer only up to the cap, so a mirror that sends
 //! an endless body costs at most the cap in memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, ACCEPT_ENCODING, ETAG, IF_NONE_MATCH};
 use reqwest::redirect;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use url::Url;
 
+use super::floor::{MinRate, Watchdog};
 use super::rate::RateLimiter;
 use super::{Conditional, FetchConfig, FetchError};
 
@@ -28,6 +28,7 @@ pub struct Fetcher {
     pub(super) connect_timeout: Duration,
     pub(super) stall_timeout: Duration,
     pub(super) limiter: Option<Arc<RateLimiter>>,
+    pub(super) min_rate: Option<MinRate>,
 }
 
 impl Fetcher {
@@ -80,7 +81,13 @@ impl Fetcher {
             connect_timeout: cfg.connect_timeout,
             stall_timeout: cfg.stall_timeout,
             limiter: cfg.rate_limit.map(|r| Arc::new(RateLimiter::new(r))),
+            min_rate: cfg.min_rate.and_then(|m| m.under_cap(cfg.rate_limit)),
         })
+    }
+
+    /// The minimum rate in force (the configured one, at most half the rate limit).
+    pub fn min_rate(&self) -> Option<MinRate> {
+        self.min_rate
     }
 
     /// GET with `If-None-Match: <etag>` when one is given. `304` → [`Conditional::NotModified`];
@@ -141,18 +148,12 @@ impl Fetcher {
         }
         let mut buf = Vec::with_capacity(hint.map_or(0, |len| len as usize).min(cap).min(1 << 20));
         let mut stream = resp.bytes_stream();
+        let mut watch = Watchdog::new(url, self.stall_timeout, self.min_rate);
         loop {
-            let piece = match tokio::time::timeout(self.stall_timeout, stream.next()).await {
-                Err(_) => {
-                    return Err(FetchError::Stall {
-                        url: url.clone(),
-                        after: self.stall_timeout,
-                        received: buf.len() as u64,
-                    })
-                }
-                Ok(None) => return Ok(buf),
-                Ok(Some(Err(e))) => return Err(FetchError::from_reqwest(url, e)),
-                Ok(Some(Ok(piece))) => piece,
+            let piece = match watch.next(&mut stream).await? {
+                None => return Ok(buf),
+                Some(Err(e)) => return Err(FetchError::from_reqwest(url, e)),
+                Some(Ok(piece)) => piece,
             };
             if piece.len() > cap - buf.len() {
                 return Err(too_big());
@@ -162,6 +163,8 @@ impl Fetcher {
                 buf.reserve_exact(want - buf.len());
             }
             buf.extend_from_slice(&piece);
+            watch.arrived(piece.len())?;
+            watch.ready();
         }
     }
 }

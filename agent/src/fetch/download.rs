@@ -9,19 +9,21 @@
 //!
 //! Received bytes are handed over in pieces of at most [`MAX_PIECE`] (and at least every
 //! [`FLUSH_AFTER`] on a slow link, so a power cut loses little). On any interruption (drop,
-//! stall, error, excess) the piece in hand is written first, then the error returned, so every
-//! attempt keeps what it received. [`Fetcher::download_with_retry`] resumes after transient
-//! failures and resets its attempt budget whenever an attempt made progress.
+//! stall, a window below the minimum rate, error, excess) the piece in hand is written first,
+//! then the error returned, so every attempt keeps what it received.
+//! [`Fetcher::download_with_retry`] resumes after transient failures and resets its attempt
+//! budget whenever an attempt made progress at the minimum rate at least; a body cut for
+//! being below that rate ends it (the caller tries another mirror).
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, CONTENT_RANGE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 use url::Url;
 
 use super::backoff::log_retry;
+use super::floor::{attempt_progressed, Watchdog};
 use super::{ChunkSink, DownloadOutcome, FetchError, Fetcher, Resume, RetryPolicy, MAX_PIECE};
 
 /// Longest time received bytes wait in memory before they are handed to the sink.
@@ -48,9 +50,12 @@ impl Fetcher {
     }
 
     /// [`Fetcher::download`] in a loop: resumes after transient failures with the policy's
-    /// backoff (and `Retry-After`), and counts only attempts in a row that committed nothing
+    /// backoff (and `Retry-After`), and counts only attempts in a row that made no progress
     /// against `policy.max_attempts`, so a link that drops every 64 KiB still finishes.
-    /// The outcome sums all attempts.
+    /// Progress is a longer committed prefix gained at the minimum rate at least
+    /// ([`super::attempt_progressed`]), so a mirror that trickles a few bytes and hangs up
+    /// runs out of attempts; a body cut for being below that rate ([`FetchError::TooSlow`])
+    /// is returned at once. The outcome sums all attempts.
     pub async fn download_with_retry(
         &self,
         policy: &RetryPolicy,
@@ -65,15 +70,17 @@ impl Fetcher {
         let mut attempt = 0usize;
         loop {
             let before = state.offset;
+            let began = Instant::now();
             let err = match self.download_once(url, size, &mut state, sink, &mut outcome).await {
                 Ok(()) => return Ok(outcome),
-                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) if !e.is_transient() || e.is_too_slow() => return Err(e),
                 Err(e) => e,
             };
             attempt += 1;
             // Progress is a longer committed prefix; a restart that got less than before is
             // not, or a server ignoring Range on a link that drops would loop forever.
-            if state.offset > before {
+            let gained = state.offset.saturating_sub(before);
+            if attempt_progressed(self.min_rate, gained, began.elapsed()) {
                 delays = policy.delays();
             }
             let Some(delay) = delays.next() else { return Err(err) };
@@ -150,12 +157,11 @@ impl Fetcher {
 
         let mut body = Body { sink, state, pending: Vec::new(), last_flush: Instant::now() };
         let mut stream = resp.bytes_stream();
-        let mut received = 0u64;
+        let mut watch = Watchdog::new(url, self.stall_timeout, self.min_rate);
         let interrupted = loop {
-            match tokio::time::timeout(self.stall_timeout, stream.next()).await {
+            match watch.next(&mut stream).await {
                 Ok(Some(Ok(piece))) => {
                     let wire = piece.len();
-                    received += piece.len() as u64;
                     outcome.bytes_received += piece.len() as u64;
                     // A whole-file answer carries the region's prefix first: drop it.
                     let dropped = skip.min(piece.len() as u64) as usize;
@@ -167,13 +173,18 @@ impl Fetcher {
                     if !excess.is_empty() {
                         break too_big();
                     }
+                    if let Err(slow) = watch.arrived(wire) {
+                        break slow;
+                    }
                     if let Some(limiter) = &self.limiter {
                         limiter.pace(wire).await;
                     }
+                    watch.ready();
                 }
                 Ok(None) => break FetchError::Truncated { url: url.clone(), received: body.held(), expected: size },
                 Ok(Some(Err(e))) => break FetchError::from_reqwest(url, e),
-                Err(_) => break FetchError::Stall { url: url.clone(), after: self.stall_timeout, received },
+                // A stall, or a window below the minimum rate.
+                Err(e) => break e,
             }
         };
         body.flush()?;

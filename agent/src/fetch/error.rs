@@ -2,8 +2,8 @@
 //! for the server's pacing (`retry_after`) and for reports (`reason`).
 //!
 //! The classification is deliberately coarse: anything the network or an overloaded mirror
-//! can cause (refused or dropped connections, timeouts, stalls, 5xx, 429, a body that ends
-//! early) is transient; anything that will come out the same on the next try (404, 403, a
+//! can cause (refused or dropped connections, timeouts, stalls, a body below the minimum
+//! rate, 5xx, 429, a body that ends early) is transient; anything that will come out the same on the next try (404, 403, a
 //! body larger than the signed size, a redirect we refuse, a storage failure) is not.
 //! `Retry-After` is parsed in both of its forms (delay-seconds and IMF-fixdate); the two
 //! obsolete date forms are ignored, which only means the normal backoff applies.
@@ -53,6 +53,26 @@ pub enum FetchError {
         /// The stall timeout.
         after: Duration,
         /// Body bytes received by this request before the stall.
+        received: u64,
+    },
+    /// The body arrived, but slower than the minimum rate (the slow-retrieval defence, see
+    /// [`crate::fetch::MinRate`]). Transient, but not worth retrying on the same mirror now.
+    #[error(
+        "{url}: too slow: {} over {}, below the minimum of {} ({received} bytes received)",
+        super::floor::fmt_rate(*rate), humantime::format_duration(Duration::from_secs(over_ms.div_ceil(1000))),
+        super::floor::fmt_rate(*min)
+    )]
+    TooSlow {
+        /// The URL asked for.
+        url: Url,
+        /// The rate measured over the window that failed, bytes per second.
+        rate: u64,
+        /// How long that window was, in milliseconds (a `Duration` would make every
+        /// `Result<_, FetchError>` larger).
+        over_ms: u64,
+        /// The minimum rate in force, bytes per second.
+        min: u64,
+        /// Body bytes received by this request.
         received: u64,
     },
     /// The connection failed mid-request or mid-body (reset, closed, malformed framing).
@@ -121,6 +141,7 @@ impl FetchError {
             FetchError::Connect { .. }
             | FetchError::Timeout { .. }
             | FetchError::Stall { .. }
+            | FetchError::TooSlow { .. }
             | FetchError::Transport { .. }
             | FetchError::Truncated { .. } => true,
             FetchError::Status { status, .. } => {
@@ -134,6 +155,12 @@ impl FetchError {
             | FetchError::BadResponse { .. }
             | FetchError::Sink(_) => false,
         }
+    }
+
+    /// True for a body below the minimum rate: the mirror is given up for now (the next
+    /// mirror, or the next poll), not retried at once.
+    pub fn is_too_slow(&self) -> bool {
+        matches!(self, FetchError::TooSlow { .. })
     }
 
     /// The delay the server asked for with `Retry-After` (on 429 and 503 only).
@@ -160,6 +187,7 @@ impl FetchError {
             FetchError::Connect { url, .. }
             | FetchError::Timeout { url, .. }
             | FetchError::Stall { url, .. }
+            | FetchError::TooSlow { url, .. }
             | FetchError::Transport { url, .. }
             | FetchError::Truncated { url, .. }
             | FetchError::Status { url, .. }

@@ -16,6 +16,10 @@
 //!   every 64 KiB still makes progress. [`Fetcher::download_with_retry`] is the loop around it.
 //! * [`Fetcher::post`] sends a small body (a report batch) and returns the answer.
 //! * [`with_backoff`] retries transient failures with full-jitter exponential backoff.
+//! * Every body is cut by the stall timeout (no byte for `stall_timeout`) and by the
+//!   minimum rate ([`MinRate`], TUF's slow-retrieval defence): a mirror trickling just fast
+//!   enough never to stall is given up after one window below the floor
+//!   ([`FetchError::TooSlow`]), so the caller can fail over to the next mirror.
 //!
 //! Trade-offs, chosen for satellite and cellular links:
 //! * A resume without a remembered validator sends `Range` alone: payload names are content
@@ -32,6 +36,7 @@ mod backoff;
 mod client;
 mod download;
 mod error;
+mod floor;
 mod post;
 mod rate;
 #[cfg(test)]
@@ -43,6 +48,7 @@ use std::time::Duration;
 pub use backoff::{with_backoff, RetryPolicy};
 pub use client::Fetcher;
 pub use error::FetchError;
+pub use floor::{attempt_progressed, MinRate};
 pub use post::PostResponse;
 
 /// Largest piece handed to [`ChunkSink::write`]; the store's chunk size.
@@ -59,6 +65,9 @@ pub struct FetchConfig {
     /// Bytes per second for payload downloads, shared by all downloads of one [`Fetcher`];
     /// `None` = unlimited. Documents are not paced (they are small).
     pub rate_limit: Option<u64>,
+    /// The slowest acceptable body ([`MinRate`]); `None` = no floor. At most half of
+    /// `rate_limit` is enforced, so the cap never trips it. Default [`MinRate::DEFAULT`].
+    pub min_rate: Option<MinRate>,
     /// Proxy for all requests, e.g. `http://proxy:3128` (`NO_PROXY` still applies). `None`:
     /// the `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`/`NO_PROXY` environment applies.
     pub proxy: Option<String>,
@@ -74,6 +83,7 @@ impl Default for FetchConfig {
             connect_timeout: Duration::from_secs(15),
             stall_timeout: Duration::from_secs(60),
             rate_limit: None,
+            min_rate: Some(MinRate::DEFAULT),
             proxy: None,
             extra_ca: None,
             user_agent: concat!("ferry-agent/", env!("CARGO_PKG_VERSION")).to_string(),

@@ -1,9 +1,10 @@
-//! Payload downloads: resume over dropping links, restarts, size enforcement, stalls, pacing.
+//! Payload downloads: resume over dropping links, restarts, size enforcement, stalls, pacing,
+//! the minimum rate.
 
 use std::time::{Duration, Instant};
 
 use super::{cfg, fetcher, payload, Behaviour, MemSink, PayloadServer};
-use crate::fetch::{FetchConfig, FetchError, Resume, RetryPolicy};
+use crate::fetch::{FetchConfig, FetchError, MinRate, Resume, RetryPolicy};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -147,6 +148,90 @@ async fn rate_limit_paces_the_download() {
     f.download(&url, size as u64, Resume::default(), &mut sink).await.expect("download");
     let secs = start.elapsed().as_secs_f64();
     assert!((2.7..=3.3).contains(&secs), "300 KiB at 100 KiB/s took {secs} s");
+    assert!(sink.data == server.data);
+}
+
+/// TUF's slow retrieval: 1 KiB every 100 ms (10 KiB/s) never stalls, but is below a floor
+/// of 40 KiB/s: cut when the first window ends, every byte received kept, and the rest
+/// resumes from a mirror without the trickle.
+#[tokio::test]
+async fn a_trickle_below_the_minimum_rate_is_cut_and_keeps_its_bytes() {
+    let size = 200 * KIB;
+    let trickle = Behaviour { trickle: Some((KIB, Duration::from_millis(100))), ..Behaviour::default() };
+    let slow = PayloadServer::new(payload(size), trickle);
+    let url = slow.start().await;
+    let floor = MinRate { bytes_per_sec: 40 * KIB as u64, window: Duration::from_millis(800) };
+    let f = fetcher(FetchConfig { min_rate: Some(floor), ..cfg() });
+    let mut sink = MemSink::default();
+    let start = Instant::now();
+    let err = f.download(&url, size as u64, Resume::default(), &mut sink).await.expect_err("too slow");
+    let secs = start.elapsed().as_secs_f64();
+    let FetchError::TooSlow { rate, min, received, .. } = &err else { panic!("expected too slow, got {err}") };
+    assert!((4 * KIB as u64..=14 * KIB as u64).contains(rate), "{err}");
+    assert_eq!(*min, 40 * KIB as u64);
+    assert!(err.is_transient() && err.is_too_slow());
+    assert_eq!(err.reason(), ferry_proto::Reason::Io);
+    assert!(err.to_string().contains("too slow") && err.to_string().contains("KiB/s"), "{err}");
+    assert!((0.75..2.0).contains(&secs), "cut after {secs} s");
+    assert_eq!(sink.data.len() as u64, *received, "every byte received was kept");
+    assert!(sink.data[..] == slow.data[..sink.data.len()]);
+
+    // download_with_retry does not ask the slow mirror again: one request.
+    let mut other = MemSink::default();
+    let err = f.download_with_retry(&quick_retries(), &url, size as u64, Resume::default(), &mut other).await;
+    assert!(err.is_err_and(|e| e.is_too_slow()));
+    assert_eq!(slow.requests(), 2);
+
+    let good = PayloadServer::new(payload(size), Behaviour::default());
+    let good_url = good.start().await;
+    f.download(&good_url, size as u64, sink.resume(), &mut sink).await.expect("resumed elsewhere");
+    assert!(sink.data == good.data);
+}
+
+/// A mirror that sends a little and hangs up, again and again, makes "progress" every time;
+/// below the minimum rate that progress does not renew the retry budget.
+#[tokio::test]
+async fn trickling_reconnects_do_not_count_as_progress() {
+    let size = 200 * KIB;
+    let behaviour =
+        Behaviour { drop_every: Some(KIB), trickle: Some((KIB, Duration::from_millis(200))), ..Behaviour::default() };
+    let server = PayloadServer::new(payload(size), behaviour);
+    let url = server.start().await;
+    let floor = MinRate { bytes_per_sec: 40 * KIB as u64, window: Duration::from_secs(10) };
+    let f = fetcher(FetchConfig { min_rate: Some(floor), ..cfg() });
+    let mut sink = MemSink::default();
+    let err = f
+        .download_with_retry(&quick_retries(), &url, size as u64, Resume::default(), &mut sink)
+        .await
+        .expect_err("runs out of attempts");
+    assert!(err.is_transient() && !err.is_too_slow(), "{err}");
+    assert_eq!(server.requests(), 3, "three attempts, none of them progress at the floor");
+    assert_eq!(sink.data.len(), 3 * KIB, "what arrived is kept");
+
+    // Without a floor each of those attempts is progress, and the download goes on.
+    let f = fetcher(FetchConfig { min_rate: None, ..cfg() });
+    let mut sink = MemSink::default();
+    let policy = RetryPolicy { max_attempts: 3, ..quick_retries() };
+    let err = tokio::time::timeout(
+        Duration::from_secs(2),
+        f.download_with_retry(&policy, &url, size as u64, Resume::default(), &mut sink),
+    )
+    .await;
+    assert!(err.is_err(), "still downloading after 2 s");
+    assert!(sink.data.len() > 3 * KIB, "{} bytes", sink.data.len());
+}
+
+/// Under a rate cap the floor is at most half the cap: pacing never trips it.
+#[tokio::test]
+async fn the_floor_stays_below_the_rate_cap() {
+    let size = 150 * KIB;
+    let server = PayloadServer::new(payload(size), Behaviour::default());
+    let url = server.start().await;
+    let floor = MinRate { bytes_per_sec: MIB as u64, window: Duration::from_millis(300) };
+    let f = fetcher(FetchConfig { rate_limit: Some(100 * KIB as u64), min_rate: Some(floor), ..cfg() });
+    assert_eq!(f.min_rate().map(|m| m.bytes_per_sec), Some(50 * KIB as u64));
+    let mut sink = MemSink::default();
+    f.download(&url, size as u64, Resume::default(), &mut sink).await.expect("paced, not cut");
     assert!(sink.data == server.data);
 }
 

@@ -107,6 +107,8 @@ pub(super) struct Behaviour {
     pub stall_after: Option<usize>,
     /// Claim a range starting this many bytes later than the one sent.
     pub skew_content_range: u64,
+    /// Send the body in pieces of this many bytes, one every this long.
+    pub trickle: Option<(usize, Duration)>,
 }
 
 /// A mirror serving one payload file at any path, honouring `Range` and `If-Range` unless
@@ -183,6 +185,7 @@ async fn serve_payload(State(s): State<Arc<PayloadServer>>, headers: HeaderMap) 
     }
     let server = s.clone();
     let stall_after = b.stall_after;
+    let trickle = b.trickle;
     let body = futures_util::stream::unfold((from, 0usize, false), move |(pos, sent, done)| {
         let s = server.clone();
         async move {
@@ -202,6 +205,10 @@ async fn serve_payload(State(s): State<Arc<PayloadServer>>, headers: HeaderMap) 
                 return None;
             }
             let mut n = (16 * 1024).min(s.data.len() - pos);
+            if let Some((piece, gap)) = trickle {
+                tokio::time::sleep(gap).await;
+                n = n.min(piece);
+            }
             for limit in [drop_at, stall_after].into_iter().flatten() {
                 n = n.min(limit - sent);
             }
