@@ -36,6 +36,9 @@ fn emit(text: &str) {
     }
 }
 
+#[cfg(feature = "docgen")]
+mod docgen;
+
 /// Ferry's device agent: verifies signed releases, applies them atomically into A/B slots,
 /// health-checks them and rolls back on failure.
 #[derive(Debug, Parser)]
@@ -119,6 +122,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "docgen")]
+    if let Some(code) = docgen::intercept(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -10,6 +10,8 @@ mod clock;
 mod demo;
 mod device_id;
 mod devices;
+#[cfg(feature = "docgen")]
+mod docgen;
 mod export;
 mod fleet;
 mod fleetdb;
@@ -103,6 +105,10 @@ enum IndexCommand {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "docgen")]
+    if let Some(code) = docgen::intercept(<Cli as clap::CommandFactory>::command()) {
+        return code;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

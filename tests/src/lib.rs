@@ -1,7 +1,7 @@
 //! Shared helpers for Ferry's end-to-end tests: the real `bundler` and `ferry-agent`
 //! binaries (built once per test process into `target/e2e`, the agent with its
-//! `failpoints` feature), operator fixtures (git repos, keys, trust root, mirror) and
-//! device fixtures (config, state directory), all in temporary directories.
+//! `failpoints` feature, both with `docgen`), operator fixtures (git repos, keys, trust
+//! root, mirror) and device fixtures (config, state directory), all in temporary directories.
 //!
 //! Binaries are built by a nested `cargo build` with its own target directory so that it
 //! never waits on the lock of the `cargo test` that runs us.
@@ -48,7 +48,9 @@ fn build() -> Result<Binaries> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "-p", "ferry-bundler", "-p", "ferry-agent", "--features", "ferry-agent/failpoints"])
+        .args(["build", "--quiet", "-p", "ferry-bundler", "-p", "ferry-agent", "--features"])
+        // docgen: `generate-docs`, which tests/tests/generated_docs.rs checks deploy/ against.
+        .arg("ferry-agent/failpoints,ferry-agent/docgen,ferry-bundler/docgen")
         .arg("--target-dir")
         .arg(&target)
         .status()
