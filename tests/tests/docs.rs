@@ -50,6 +50,11 @@ fn device_guide_runs() {
 }
 
 #[test]
+fn formats_examples_regenerate() {
+    check_document("docs/formats.md");
+}
+
+#[test]
 fn readme_walkthrough_runs() {
     check_document("README.md");
 }
