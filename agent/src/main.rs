@@ -36,9 +36,6 @@ fn emit(text: &str) {
     }
 }
 
-#[cfg(feature = "docgen")]
-mod docgen;
-
 /// Ferry's device agent: verifies signed releases, applies them atomically into A/B slots,
 /// health-checks them and rolls back on failure.
 #[derive(Debug, Parser)]
@@ -123,7 +120,7 @@ enum Command {
 
 fn main() -> ExitCode {
     #[cfg(feature = "docgen")]
-    if let Some(code) = docgen::intercept(<Cli as clap::CommandFactory>::command()) {
+    if let Some(code) = ferry_docgen::intercept(<Cli as clap::CommandFactory>::command()) {
         return code;
     }
     let cli = match Cli::try_parse() {

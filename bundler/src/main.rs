@@ -10,8 +10,6 @@ mod clock;
 mod demo;
 mod device_id;
 mod devices;
-#[cfg(feature = "docgen")]
-mod docgen;
 mod export;
 mod fleet;
 mod fleetdb;
@@ -106,7 +104,7 @@ enum IndexCommand {
 
 fn main() -> ExitCode {
     #[cfg(feature = "docgen")]
-    if let Some(code) = docgen::intercept(<Cli as clap::CommandFactory>::command()) {
+    if let Some(code) = ferry_docgen::intercept(<Cli as clap::CommandFactory>::command()) {
         return code;
     }
     let cli = match Cli::try_parse() {

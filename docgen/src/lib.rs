@@ -1,10 +1,10 @@
-//! `ferry-agent generate-docs OUT_DIR`: writes the man pages (`OUT_DIR/man/*.1`, one per
-//! command and subcommand) and the bash, zsh and fish completions (`OUT_DIR/completions/`)
-//! generated from the clap definition in `main.rs`.
+//! `<binary> generate-docs OUT_DIR` for `ferry-agent` and `bundler`: writes the man pages
+//! (`OUT_DIR/man/*.1`, one per command and subcommand) and the bash, zsh and fish
+//! completions (`OUT_DIR/completions/`) generated from a binary's clap definition.
 //!
-//! Compiled only with the `docgen` feature, so the shipped binary carries neither generator
-//! nor the subcommand. The output is committed under `deploy/`; `tests/tests/generated_docs.rs`
-//! fails when it is stale. The same module exists in `bundler/src/docgen.rs`: keep them alike.
+//! Each binary depends on this crate only under its `docgen` feature, so the shipped
+//! binaries carry neither generator nor the subcommand. The output is committed under
+//! `deploy/`; `tests/tests/generated_docs.rs` fails when it is stale.
 
 use anyhow::{bail, Context, Result};
 use clap_complete::Shell;
