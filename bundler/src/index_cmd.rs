@@ -12,25 +12,49 @@ use std::time::Duration;
 use crate::keyfile;
 use crate::mirror::Mirror;
 
-/// `bundler index refresh`.
+/// Which channel index to re-sign, where, with which keys and for how long: shared by
+/// `bundler index refresh` and `bundler rollout`.
 #[derive(Debug, Args)]
-pub struct RefreshArgs {
+pub struct IndexSigning {
     /// Mirror directory.
     #[arg(long)]
-    mirror: PathBuf,
-    /// Channel whose index to refresh.
+    pub mirror: PathBuf,
+    /// The channel.
     #[arg(long)]
-    channel: ChannelName,
+    pub channel: ChannelName,
     /// Private key of the `index` role (repeat for a role that needs several signatures).
     #[arg(long, required = true)]
     index_key: Vec<PathBuf>,
-    /// New validity, from now.
+    /// New validity of the index, from now.
     #[arg(long, default_value = "7d", value_parser = crate::clock::parse_duration)]
     expires: Duration,
 }
 
+/// `bundler index refresh`.
+#[derive(Debug, Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    signing: IndexSigning,
+}
+
 /// Runs `bundler index refresh`.
 pub fn refresh(args: &RefreshArgs) -> Result<()> {
+    let (_, index) = resign(&args.signing, |_| Ok(()))?;
+    println!(
+        "channel {} index version {} expires {}",
+        index.channel,
+        index.version,
+        crate::clock::rfc3339(index.expires)
+    );
+    Ok(())
+}
+
+/// Re-signs the channel's index as the next version, valid from now, after `change` has
+/// adjusted it (given the old one verified); returns the old and the new index.
+pub fn resign(
+    args: &IndexSigning,
+    change: impl FnOnce(&mut ChannelIndex) -> Result<()>,
+) -> Result<(ChannelIndex, ChannelIndex)> {
     let limits = Limits::default();
     let mirror = Mirror::new(&args.mirror);
     let root = mirror.trusted_root(None, &limits)?;
@@ -38,21 +62,13 @@ pub fn refresh(args: &RefreshArgs) -> Result<()> {
     let old = mirror.index_to_resign(&root, &args.channel, &limits)?.with_context(|| {
         format!("channel {} has no index in {} yet: publish a release first", args.channel, args.mirror.display())
     })?;
+    let old = (*old).clone();
     let now = crate::clock::now()?;
-    let index = ChannelIndex {
-        version: old.version + 1,
-        created: now,
-        expires: now + args.expires.as_secs(),
-        ..(*old).clone()
-    };
+    let mut index =
+        ChannelIndex { version: old.version + 1, created: now, expires: now + args.expires.as_secs(), ..old.clone() };
+    change(&mut index)?;
     write_index(&mirror, &root, &keys, &index, &limits)?;
-    println!(
-        "channel {} index version {} expires {}",
-        args.channel,
-        index.version,
-        crate::clock::rfc3339(index.expires)
-    );
-    Ok(())
+    Ok((old, index))
 }
 
 /// Signs, self-verifies and writes a channel index.

@@ -7,16 +7,14 @@
 //! share of devices that rolled the release back is over `--max-failure-ratio`, unless
 //! `--force`. Halting and narrowing are never refused.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use ferry_proto::index::ChannelIndex;
-use ferry_proto::{ChannelName, Limits};
+use ferry_proto::ChannelName;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use crate::fleetdb::{FleetDb, ReleaseSummary};
-use crate::keyfile;
-use crate::mirror::Mirror;
+use crate::index_cmd::{resign, IndexSigning};
 
 /// Default for `--max-failure-ratio`.
 pub const DEFAULT_MAX_FAILURE_RATIO: f64 = 0.05;
@@ -25,15 +23,8 @@ pub const DEFAULT_MAX_FAILURE_RATIO: f64 = 0.05;
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("action").required(true).args(["percent", "halt"])))]
 pub struct RolloutArgs {
-    /// Mirror directory.
-    #[arg(long)]
-    mirror: PathBuf,
-    /// Channel whose latest release to roll out.
-    #[arg(long)]
-    channel: ChannelName,
-    /// Private key of the `index` role (repeat for a role that needs several signatures).
-    #[arg(long, required = true)]
-    index_key: Vec<PathBuf>,
+    #[command(flatten)]
+    signing: IndexSigning,
     /// Share of devices (0-100 %) that may take the latest release; also resumes a halted
     /// rollout. Devices already in stay in when it widens.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -52,9 +43,6 @@ pub struct RolloutArgs {
     /// Widen even without a fleet database or over the failure ratio.
     #[arg(long)]
     force: bool,
-    /// New validity of the index, from now.
-    #[arg(long, default_value = "7d", value_parser = crate::clock::parse_duration)]
-    expires: Duration,
 }
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -73,38 +61,26 @@ pub fn failure_ratio(s: &ReleaseSummary) -> Option<f64> {
 
 /// Runs `bundler rollout`.
 pub fn run(args: &RolloutArgs) -> Result<()> {
-    let limits = Limits::default();
-    let mirror = Mirror::new(&args.mirror);
-    let root = mirror.trusted_root(None, &limits)?;
-    let keys = keyfile::load_role_keys(&args.index_key, &root.root().index, "index")?;
-    let old = mirror.index_to_resign(&root, &args.channel, &limits)?.with_context(|| {
-        format!("channel {} has no index in {} yet: publish a release first", args.channel, args.mirror.display())
+    let (old, index) = resign(&args.signing, |index| {
+        let Some(latest) = &index.latest else {
+            bail!("channel {} has no release to roll out yet", index.channel);
+        };
+        let (percent, halted) = match args.percent {
+            Some(p) => (p, false),
+            None => (index.rollout_percent, true),
+        };
+        let widening = !halted && (percent > index.rollout_percent || (index.halted && percent > 0));
+        if widening {
+            check_failures(args, &index.channel, latest.release)?;
+        }
+        index.rollout_percent = percent;
+        index.halted = halted;
+        Ok(())
     })?;
-    let Some(latest) = old.latest.clone() else {
-        bail!("channel {} has no release to roll out yet", args.channel);
-    };
-    let (percent, halted) = match args.percent {
-        Some(p) => (p, false),
-        None => (old.rollout_percent, true),
-    };
-    let widening = !halted && (percent > old.rollout_percent || (old.halted && percent > 0));
-    if widening {
-        check_failures(args, latest.release)?;
-    }
-    let now = crate::clock::now()?;
-    let index = ChannelIndex {
-        version: old.version + 1,
-        created: now,
-        expires: now + args.expires.as_secs(),
-        rollout_percent: percent,
-        halted,
-        ..(*old).clone()
-    };
-    crate::index_cmd::write_index(&mirror, &root, &keys, &index, &limits)?;
     println!(
         "channel {} release {}: {} -> {} (index version {}, expires {})",
-        args.channel,
-        latest.release,
+        index.channel,
+        index.latest.as_ref().map_or(0, |l| l.release),
         describe(&old),
         describe(&index),
         index.version,
@@ -123,7 +99,7 @@ pub fn describe(index: &ChannelIndex) -> String {
 }
 
 /// Refuses to widen over the failure ratio (or blind), unless forced.
-fn check_failures(args: &RolloutArgs, release: u64) -> Result<()> {
+fn check_failures(args: &RolloutArgs, channel: &ChannelName, release: u64) -> Result<()> {
     let Some(db) = &args.db else {
         if args.force {
             eprintln!("bundler: warning: widening without a fleet database (--force): failure ratio not checked");
@@ -132,8 +108,7 @@ fn check_failures(args: &RolloutArgs, release: u64) -> Result<()> {
         bail!("widening a rollout checks the fleet's failures: pass --db FLEETDB (or --force to widen blind)");
     };
     let db = FleetDb::open_existing(db)?;
-    let summary =
-        db.release_summary()?.into_iter().find(|s| s.channel == args.channel.as_str() && s.release == release);
+    let summary = db.release_summary()?.into_iter().find(|s| s.channel == channel.as_str() && s.release == release);
     let Some((s, ratio)) = summary.as_ref().and_then(|s| Some((s, failure_ratio(s)?))) else {
         eprintln!("bundler: note: no device has reported trying release {release} yet");
         return Ok(());
@@ -141,7 +116,7 @@ fn check_failures(args: &RolloutArgs, release: u64) -> Result<()> {
     if ratio > args.max_failure_ratio {
         let what = format!(
             "release {release} of {}: {} of {} devices that tried it rolled back ({:.1}%), over --max-failure-ratio {}",
-            args.channel,
+            channel,
             s.rolled_back,
             s.applied + s.rolled_back,
             ratio * 100.0,

@@ -931,7 +931,7 @@ _bundler() {
             return 0
             ;;
         bundler__subcmd__rollout)
-            opts="-h --mirror --channel --index-key --percent --halt --db --max-failure-ratio --force --expires --help"
+            opts="-h --mirror --channel --index-key --expires --percent --halt --db --max-failure-ratio --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -949,6 +949,10 @@ _bundler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --expires)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --percent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -958,10 +962,6 @@ _bundler() {
                     return 0
                     ;;
                 --max-failure-ratio)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --expires)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

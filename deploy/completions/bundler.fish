@@ -86,19 +86,19 @@ complete -c bundler -n "__fish_bundler_using_subcommand index; and not __fish_se
 complete -c bundler -n "__fish_bundler_using_subcommand index; and not __fish_seen_subcommand_from refresh help" -f -a "refresh" -d 'Re-sign a channel index with a new expiry (and the next version)'
 complete -c bundler -n "__fish_bundler_using_subcommand index; and not __fish_seen_subcommand_from refresh help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -l mirror -d 'Mirror directory' -r -F
-complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -l channel -d 'Channel whose index to refresh' -r
+complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -l channel -d 'The channel' -r
 complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -l index-key -d 'Private key of the `index` role (repeat for a role that needs several signatures)' -r -F
-complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -l expires -d 'New validity, from now' -r
+complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -l expires -d 'New validity of the index, from now' -r
 complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from refresh" -s h -l help -d 'Print help'
 complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from help" -f -a "refresh" -d 'Re-sign a channel index with a new expiry (and the next version)'
 complete -c bundler -n "__fish_bundler_using_subcommand index; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l mirror -d 'Mirror directory' -r -F
-complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l channel -d 'Channel whose latest release to roll out' -r
+complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l channel -d 'The channel' -r
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l index-key -d 'Private key of the `index` role (repeat for a role that needs several signatures)' -r -F
+complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l expires -d 'New validity of the index, from now' -r
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l percent -d 'Share of devices (0-100 %) that may take the latest release; also resumes a halted rollout. Devices already in stay in when it widens' -r
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l db -d 'Fleet database (`bundler serve --db` / `reports import --db`): widening checks the failure ratio there' -r -F
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l max-failure-ratio -d 'Refuse to widen when more than this share of the devices that tried the release rolled it back' -r
-complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l expires -d 'New validity of the index, from now' -r
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l halt -d 'Stop further uptake of the latest release; devices that applied it stay on it'
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -l force -d 'Widen even without a fleet database or over the failure ratio'
 complete -c bundler -n "__fish_bundler_using_subcommand rollout" -s h -l help -d 'Print help'
