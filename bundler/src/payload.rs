@@ -3,8 +3,10 @@
 //!
 //! Bundles are written by hand (the header is a few lines) followed by the pack streamed
 //! straight from `git pack-objects`, so a large release never sits in memory. Packs are
-//! stored uncompressed (`pack.compression=0`) because zstd over the whole bundle, with a
-//! long window, beats zlib per object (see DESIGN.md, "Release model").
+//! stored uncompressed (`pack.compression=0`) because zstd over the whole bundle beats zlib
+//! per object (see DESIGN.md, "Release model"). The window is 8 MiB, zstd -19's own: a
+//! device's decoder holds one window, and its memory must stay flat whatever the payload's
+//! size (docs/decisions.md, "Payload window").
 //!
 //! Determinism: the same snapshot gives byte-identical bundles with one git version, and
 //! the same bundle gives byte-identical zstd output with one zstd version whatever the
@@ -18,10 +20,10 @@ use crate::git::{commit_subject, Git, GitError, ObjectFormat};
 
 /// zstd level used unless the operator asks for another.
 pub const DEFAULT_LEVEL: i32 = 19;
-/// zstd window (`--long=27`): 128 MiB, the largest every decoder accepts by default.
-pub const WINDOW_LOG: u32 = 27;
-/// Upper bound on compression workers: each one at level 19 with a long window can use
-/// a few hundred MiB, and the output does not depend on the count.
+/// zstd window (log2 bytes): the largest a device accepts ([`ferry_proto::payload::MAX_WINDOW_LOG`]).
+pub const WINDOW_LOG: u32 = ferry_proto::payload::MAX_WINDOW_LOG;
+/// Upper bound on compression workers: each one at level 19 can use a few hundred MiB, and
+/// the output does not depend on the count.
 pub const MAX_WORKERS: u32 = 8;
 
 /// Writes a git bundle of the orphan snapshot commit `snapshot` under `refname` to `out`
@@ -110,7 +112,7 @@ pub fn compress(input: &mut dyn Read, out: &mut dyn Write, level: i32) -> io::Re
 
 /// [`compress`] with the input's exact size, when known (a bundle in a temp file). zstd
 /// then records the size in the frame and shrinks the window to fit, so a device
-/// decompressing a small delta needs a small buffer, not 128 MiB. A size that does not
+/// decompressing a small delta needs a small buffer, not the whole window. A size that does not
 /// match the input is an error.
 pub fn compress_sized(input: &mut dyn Read, size: Option<u64>, out: &mut dyn Write, level: i32) -> io::Result<u64> {
     compress_with_workers(input, size, out, level, default_workers())

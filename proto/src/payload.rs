@@ -1,7 +1,8 @@
 //! Payload decoding: a zstd-compressed git bundle, decompressed as a stream under a cap.
 //!
 //! The cap ([`Limits::decompressed_cap`]) stops zstd bombs; the window limit stops a frame
-//! from demanding more than the 128 MiB window `bundler` writes with (`--long=27`).
+//! from demanding more than the 8 MiB window `bundler` writes with, so the decoder's memory
+//! does not grow with the payload.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -10,7 +11,7 @@ use crate::digest::CappedReader;
 use crate::limits::Limits;
 
 /// The largest zstd window a payload may use (log2 bytes).
-pub const MAX_WINDOW_LOG: u32 = 27;
+pub const MAX_WINDOW_LOG: u32 = 23;
 
 /// The decompressed bundle stream, positioned after its header.
 pub type BundleStream<'a> = BufReader<CappedReader<zstd::stream::read::Decoder<'a, BufReader<Box<dyn Read + 'a>>>>>;
@@ -34,4 +35,45 @@ pub fn open_bundle<'a>(
 /// check that a pack is followed by nothing.
 pub fn drain(stream: &mut dyn BufRead) -> io::Result<u64> {
     io::copy(stream, &mut io::sink())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame that asks for a window over [`MAX_WINDOW_LOG`] is refused before the decoder
+    /// allocates it: a device's memory does not grow with what a payload asks for.
+    #[test]
+    fn a_window_over_the_limit_is_refused() {
+        // 12 MiB of non-repeating bytes, compressed with a 16 MiB window and no size hint,
+        // so the frame header declares the large window.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..12 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect();
+        let compress = |log: u32| {
+            let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+            enc.window_log(log).expect("window");
+            enc.long_distance_matching(true).expect("ldm");
+            std::io::Write::write_all(&mut enc, &data).expect("write");
+            enc.finish().expect("finish")
+        };
+        let big = compress(MAX_WINDOW_LOG + 1);
+        let e = open_bundle(Box::new(std::io::Cursor::new(big.clone())), big.len() as u64, &Limits::default())
+            .map(|_| ())
+            .expect_err("a 16 MiB window is refused");
+        assert!(e.to_string().contains("too much memory"), "{e}");
+        // Within the limit, the same bytes get past the window check (and then fail as
+        // what they are: not a git bundle).
+        let ok = compress(MAX_WINDOW_LOG);
+        let e = open_bundle(Box::new(std::io::Cursor::new(ok.clone())), ok.len() as u64, &Limits::default())
+            .map(|_| ())
+            .expect_err("not a bundle");
+        assert!(!e.to_string().contains("too much memory"), "{e}");
+    }
 }
