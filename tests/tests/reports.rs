@@ -1099,7 +1099,8 @@ fn usb_round_trip_brings_a_release_out_and_the_device_state_home() {
     assert_eq!(d["acked"].as_u64(), Some(sent.len() as u64), "{d}");
     assert_eq!(
         d["releases"],
-        serde_json::json!([{"channel": "stable", "release": 1, "current": 1, "applied": 1, "healthy": 1, "rolled_back": 0}])
+        serde_json::json!([{"channel": "stable", "release": 1, "current": 1, "applied": 1, "healthy": 1, "rolled_back": 0,
+            "failure_ratio": 0.0, "advice": null, "rollout": "100%"}])
     );
     let (stored, _) = ledger.check(&dev, &db, "imported from the stick");
     assert_eq!(stored, sent);

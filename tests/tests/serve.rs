@@ -424,7 +424,8 @@ fn first_use_enrolment_binds_the_first_key() {
     assert_eq!(
         fleet["releases"][0],
         serde_json::json!({
-            "channel": "stable", "release": 3, "current": 1, "applied": 1, "healthy": 1, "rolled_back": 0
+            "channel": "stable", "release": 3, "current": 1, "applied": 1, "healthy": 1, "rolled_back": 0,
+            "failure_ratio": 0.0, "advice": null, "rollout": null
         })
     );
 }
