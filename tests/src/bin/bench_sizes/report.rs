@@ -182,7 +182,7 @@ pub fn section(cx: &Context) -> String {
     let _ = writeln!(
         s,
         "* **Ferry bytes** is the payload's signed size: the bundle (`pack.compression=0`) compressed as a whole \
-         with zstd level 19, `--long=27`. The `.ferry` file adds the container header and the signed manifest \
+         with zstd level 19, long-distance matching in an 8 MiB window. The `.ferry` file adds the container header and the signed manifest \
          ({}–{} bytes here).\n\
          * **git bundle** is `git bundle create` of the snapshot ref `refs/ferry/fleet/<n>` with git's \
          defaults (zlib at its default level, from a repository packed by `git gc`; `pack.threads=1` for \
