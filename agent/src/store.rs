@@ -51,6 +51,14 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
 }
 
+/// SQLite's "database is busy / locked" answers.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl StoreError {
     /// Storage failures are local I/O.
     pub fn reason(&self) -> Reason {
@@ -189,7 +197,25 @@ pub const FAILURE_EVENTS: &str = "reason IS NOT NULL AND kind <> 'not-targeted'"
 
 impl Store {
     /// Opens (creating and migrating) `<state_dir>/ferry.db`.
+    ///
+    /// Two processes opening a *new* database at once (the service creating it, a `status`
+    /// from a shell) can see SQLite answer "database is locked" at once, without waiting
+    /// for the busy timeout, while the other one switches it to WAL or migrates it; that
+    /// window is retried for up to 5 s.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match Store::open_once(state_dir) {
+                Err(StoreError::Sql(e)) if is_busy(&e) && attempt < 50 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(state_dir: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(state_dir.join("ferry.db"))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
