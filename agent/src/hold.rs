@@ -108,11 +108,9 @@ pub fn check(cfg: &Config, store: &Store, now: u64, override_window: bool) -> Re
 
 /// Records a `held` event for `release`, once per release and kind of hold.
 pub fn report_once(store: &Store, release: u64, hold: &Hold) -> Result<(), StoreError> {
-    let key = format!("{release}:{}", hold.kind());
-    if store.setting(REPORTED_KEY)?.as_deref() != Some(key.as_str()) {
-        store.set_setting(REPORTED_KEY, &key)?;
-        store.record_event("held", Some(release), None, &format!("release {release} is ready; {}", hold.describe()))?;
-    }
+    let state = format!("{release}:{}", hold.kind());
+    let message = format!("release {release} is ready; {}", hold.describe());
+    store.record_event_once(REPORTED_KEY, &state, "held", Some(release), None, &message)?;
     Ok(())
 }
 

@@ -612,6 +612,26 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Records an event unless `state` is what was recorded last under the settings key
+    /// `key`: news such as "not targeted" or "waiting for the window" is reported once, not
+    /// on every poll. Returns whether it recorded.
+    pub fn record_event_once(
+        &self,
+        key: &str,
+        state: &str,
+        kind: &str,
+        release: Option<u64>,
+        reason: Option<Reason>,
+        message: &str,
+    ) -> Result<bool, StoreError> {
+        if self.setting(key)?.as_deref() == Some(state) {
+            return Ok(false);
+        }
+        self.set_setting(key, state)?;
+        self.record_event(kind, release, reason, message)?;
+        Ok(true)
+    }
+
     /// The newest event that carries a failure reason. Once the operator's side has
     /// acknowledged (and so removed) it, the copy the outbox kept (see
     /// [`crate::outbox::LAST_FAILURE_KEY`]); every event still held is newer than that one.

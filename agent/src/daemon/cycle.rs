@@ -196,11 +196,16 @@ async fn one_mirror(
         if f.reason == Reason::NotTargeted {
             // Reported once per release, not on every poll.
             let release = manifest.release.to_string();
-            let already = tokio::task::block_in_place(|| store.setting(NOT_TARGETED_KEY))?;
-            if already.as_deref() != Some(release.as_str()) {
-                tokio::task::block_in_place(|| store.set_setting(NOT_TARGETED_KEY, &release))?;
-                record(cfg, |s| s.record_event("not-targeted", Some(manifest.release), Some(f.reason), &f.message));
-            }
+            tokio::task::block_in_place(|| {
+                store.record_event_once(
+                    NOT_TARGETED_KEY,
+                    &release,
+                    "not-targeted",
+                    Some(manifest.release),
+                    Some(f.reason),
+                    &f.message,
+                )
+            })?;
             return Ok(Cycle::Converged { release: applied, note: Some(f.message) });
         }
         return Err(f);
@@ -210,9 +215,7 @@ async fn one_mirror(
         // Reported once per release and rollout state, not on every poll.
         let state = format!("{}:{admission:?}", manifest.release);
         tokio::task::block_in_place(|| -> Result<(), Failure> {
-            if store.setting(ROLLOUT_KEY)?.as_deref() != Some(state.as_str()) {
-                store.set_setting(ROLLOUT_KEY, &state)?;
-                store.record_event("rollout-wait", Some(manifest.release), None, &note)?;
+            if store.record_event_once(ROLLOUT_KEY, &state, "rollout-wait", Some(manifest.release), None, &note)? {
                 tracing::info!(release = manifest.release, "{note}");
             }
             super::pending::forget(&store)?;
