@@ -220,6 +220,30 @@ impl Device {
         serde_json::from_str(&r.stdout).expect("status json")
     }
 
+    /// Adds `n` events straight into the outbox in one transaction, as if the device had
+    /// been offline for a while: every fifth a `digest-mismatch` failure, the others
+    /// `fetched`, each message `"<label> <i>: "` followed by a hex word repeated `repeat`
+    /// times (about 8 × `repeat` bytes).
+    pub fn seed_outbox(&self, n: usize, label: &str, repeat: usize) {
+        let mut conn = rusqlite::Connection::open(self.state.join("ferry.db")).expect("open ferry.db");
+        let tx = conn.transaction().expect("transaction");
+        for i in 0..n {
+            let reason = (i % 5 == 4).then_some("digest-mismatch");
+            tx.execute(
+                "INSERT INTO events(at, kind, release, reason, message) VALUES(1700000000 + ?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    i as i64,
+                    if reason.is_some() { "rejected" } else { "fetched" },
+                    (i % 7) as i64,
+                    reason,
+                    format!("{label} {i}: {}", format!("{:x}", (i as u64).wrapping_mul(2_654_435_761)).repeat(repeat))
+                ],
+            )
+            .expect("insert");
+        }
+        tx.commit().expect("commit");
+    }
+
     /// The applied release number, if any.
     pub fn applied_release(&self) -> Option<u64> {
         self.status()["applied"]["release"].as_u64()

@@ -348,7 +348,7 @@ impl World {
         );
         let dev = Device::with_id(&id, CHANNEL, &self.op.root1(), &config);
         copy_state(&self.pristine[&flow.from].device.state, &dev);
-        add_backlog(&dev, REPORT_BACKLOG);
+        dev.seed_outbox(REPORT_BACKLOG, "backlog event", 9);
         (dev, id)
     }
 
@@ -357,28 +357,6 @@ impl World {
         let seen = check_invariants(dev, &self.trees, Phase::Settled).unwrap_or_else(|v| panic!("fixture: {v}"));
         assert_eq!(seen.current_release(), Some(release), "fixture: {:?}", seen.journal);
     }
-}
-
-/// Adds `n` records to `dev`'s outbox in one transaction, as if it had been offline for a
-/// while: every fifth a failure, messages of about 150 bytes.
-fn add_backlog(dev: &Device, n: usize) {
-    let mut conn = rusqlite::Connection::open(dev.state.join("ferry.db")).expect("open ferry.db");
-    let tx = conn.transaction().expect("transaction");
-    for i in 0..n {
-        let reason = (i % 5 == 4).then_some("digest-mismatch");
-        tx.execute(
-            "INSERT INTO events(at, kind, release, reason, message) VALUES(1700000000 + ?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![
-                i as i64,
-                if reason.is_some() { "rejected" } else { "fetched" },
-                (i % 7) as i64,
-                reason,
-                format!("backlog event {i}: {}", format!("{:x}", (i as u64).wrapping_mul(2_654_435_761)).repeat(9))
-            ],
-        )
-        .expect("insert");
-    }
-    tx.commit().expect("commit");
 }
 
 /// `ferry-agent run --once` with no proxy from the environment and no failpoints.

@@ -159,28 +159,6 @@ fn assert_intact(path: &Path) {
     assert_eq!(check, "ok", "{}", path.display());
 }
 
-/// Adds `n` events straight into the outbox in one transaction (for volume where making
-/// them one by one would only cost time): every fifth a failure, messages of ~200 bytes.
-fn seed(dev: &Device, n: usize) {
-    let mut conn = device_db(dev);
-    let tx = conn.transaction().expect("tx");
-    for i in 0..n {
-        let reason = (i % 5 == 4).then_some("digest-mismatch");
-        tx.execute(
-            "INSERT INTO events(at, kind, release, reason, message) VALUES(1700000000 + ?1, ?2, ?3, ?4, ?5)",
-            rusqlite::params![
-                i as i64,
-                if reason.is_some() { "rejected" } else { "fetched" },
-                (i % 7) as i64,
-                reason,
-                format!("seeded event {i}: {}", format!("{:x}", i * 2_654_435_761).repeat(12))
-            ],
-        )
-        .expect("insert");
-    }
-    tx.commit().expect("commit");
-}
-
 /// `DIR` with `n` files named `*.ferry` that are not: one `rejected` (`malformed`) event
 /// each on `ferry-agent import DIR`.
 fn junk_dir(parent: &Path, name: &str, n: usize) -> PathBuf {
@@ -684,7 +662,7 @@ fn kill_9_of_the_server_during_an_upload_loses_and_duplicates_nothing() {
     let op = Operator::new();
     let dev = Device::new("stable", &op.root1(), "");
     dev.status();
-    seed(&dev, RECORDS);
+    dev.seed_outbox(RECORDS, "seeded event", 12);
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("fleet.db");
     enroll(&dev, &db, &[]).ok();
@@ -774,7 +752,7 @@ fn kill_9_of_the_agent_during_an_upload_loses_and_duplicates_nothing() {
     let op = Operator::new();
     let dev = Device::new("stable", &op.root1(), "");
     dev.status();
-    seed(&dev, RECORDS);
+    dev.seed_outbox(RECORDS, "seeded event", 12);
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("fleet.db");
     enroll(&dev, &db, &[]).ok();
@@ -803,7 +781,7 @@ fn kill_9_of_the_agent_during_an_upload_loses_and_duplicates_nothing() {
     // the agent awaits an answer, applies one, or makes the next batch).
     let mut mid_upload = 0;
     for round in 1..6 {
-        seed(&dev, 1000);
+        dev.seed_outbox(1000, "seeded event", 12);
         let hold = Duration::from_millis(1 + rng.below(30));
         relay.set(Mode::Hold(hold));
         // Round 1: right after its first answer; then anywhere from its start to its third.
