@@ -178,29 +178,6 @@ pub fn remove_atomic_temporaries(dir: &Path, file_name: &str) -> io::Result<usiz
     Ok(removed)
 }
 
-/// Fsyncs every regular file and directory under `root` (and `root` itself), children
-/// before parents, without following symbolic links: a link is made durable by fsyncing
-/// the directory that holds it. Used after a checkout, before the slot's record is written.
-pub fn fsync_tree(root: &Path) -> io::Result<()> {
-    let meta = fs::symlink_metadata(root)?;
-    if meta.is_dir() {
-        for entry in fs::read_dir(root)? {
-            let entry = entry?;
-            let file_type = entry.file_type()?;
-            if file_type.is_dir() {
-                fsync_tree(&entry.path())?;
-            } else if file_type.is_file() {
-                File::open(entry.path())?.sync_all()?;
-            }
-        }
-        fsync_dir(root)
-    } else if meta.is_file() {
-        File::open(root)?.sync_all()
-    } else {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -261,14 +238,5 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"first");
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
-    }
-
-    #[test]
-    fn fsync_tree_does_not_follow_links() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("a/b")).unwrap();
-        fs::write(dir.path().join("a/b/f"), b"x").unwrap();
-        std::os::unix::fs::symlink("/nonexistent/target", dir.path().join("a/dangling")).unwrap();
-        fsync_tree(dir.path()).unwrap();
     }
 }
