@@ -37,8 +37,9 @@ use ferry_tests::hostile::{self, Witness, TELL_TALE};
 use ferry_tests::{run, Run};
 
 const CHANNEL: &str = "stable";
-/// Peak memory an import may use whatever the pack declares (the agent's resident set).
-const MAX_RSS_KIB: u64 = 512 << 10;
+/// Peak memory an import may use refusing a pack, whatever it declares (the agent's resident
+/// set): issue 7's bound.
+const MAX_RSS_KIB: u64 = 64 << 10;
 
 /// An operator and a device running the operator's release 1 of `stable` (`app.conf`).
 struct Scene {
@@ -209,11 +210,17 @@ fn a_hand_written_pack_with_both_delta_kinds_applies() {
 #[test]
 fn pack_declaring_a_huge_object() {
     let s = Scene::new();
-    // A blob whose entry header claims 1 TiB, followed by four real bytes: refused when the
-    // stream ends, without allocating what the header claims.
+    // A blob whose entry header claims 1 TiB, followed by four real bytes: refused from the
+    // header, before anything is inflated or allocated.
     let mut p = PackWriter::new(1);
     p.raw_entry(kind::BLOB, 1 << 40, &[], &adv::zlib_stored(b"tiny"));
-    s.assert_pack_rejected(&p.finish(), "huge-object", "malformed", "decompressed into 4 bytes but 1099511627776");
+    s.assert_pack_rejected(&p.finish(), "huge-object", "size-exceeded", "(1099511627776) at pack entry at offset 12");
+
+    // One that claims 200 MiB, under the limit, with the same four bytes: refused when its
+    // zlib stream ends short, without allocating what the header claims.
+    let mut p = PackWriter::new(1);
+    p.raw_entry(kind::BLOB, 200 << 20, &[], &adv::zlib_stored(b"tiny"));
+    s.assert_pack_rejected(&p.finish(), "short-object", "malformed", "inflates to 4 bytes, not its declared 209715200");
 
     // A blob that really is larger than the device's object size limit (2 MiB over 1 MiB).
     let s = Scene::with_device(|root| Device::new(CHANNEL, root, "[limits]\nmax_object_size = 1048576\n"));
@@ -243,6 +250,29 @@ fn delta_bomb() {
     let at = p.object(kind::BLOB, &base);
     p.ofs_delta(at, &delta);
     s.assert_pack_rejected(&p.finish(), "delta-bomb", "size-exceeded", "object size limit");
+}
+
+#[test]
+fn zlib_stream_padded_with_empty_blocks() {
+    let s = Scene::new();
+    // A 12-byte blob whose zlib stream carries 1 MiB of empty stored blocks: it inflates to
+    // the declared 12 bytes, so only the stream's length gives it away (RELIABILITY.md, F6).
+    let conf = b"port = 9090\n";
+    let stored = adv::zlib_stored(conf);
+    let mut padded = stored[..2].to_vec();
+    for _ in 0..(1 << 20) / 5 {
+        // BFINAL=0, BTYPE=00 (stored), LEN=0, NLEN=0xffff: a block of nothing.
+        padded.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+    }
+    padded.extend_from_slice(&stored[2..]);
+    let mut p = PackWriter::new(1);
+    p.raw_entry(kind::BLOB, conf.len() as u64, &[], &padded);
+    s.assert_pack_rejected(
+        &p.finish(),
+        "padded-zlib",
+        "malformed",
+        "at offset 12: its zlib stream is longer than 76 bytes, more than a 12-byte object can need",
+    );
 }
 
 #[test]

@@ -1,27 +1,23 @@
 //! Importing an untrusted pack stream (the bytes after a git bundle header) into the store.
 //!
-//! gix does the heavy lifting (`gix_pack::Bundle::write_to_directory`, with the store as the
-//! thin-pack base lookup). Around it this module adds what a device needs from untrusted
-//! input:
+//! [`super::pack_stream`] copies the stream into a temporary pack file entry by entry,
+//! checking each entry's sizes and appending thin-pack bases from the store; gix's index
+//! writer (`gix_pack::index::write_data_iter_to_stream`) then resolves every object from that
+//! file and writes the `.idx`. Around them this module adds what a device needs from
+//! untrusted input:
 //!
 //! * prerequisites are checked first, so a delta payload for another base fails with a clear
 //!   [`GitError::MissingPrerequisite`] instead of gix's "base object could not be found";
-//! * the pack header is peeked and its object count checked before gix reads anything;
-//! * the stream is capped at `max_total_bytes` and each object at `max_object_size` (gix's
-//!   allocation limit);
-//! * junk after the pack is refused. gix wraps the input in its own `BufReader`, which may
-//!   read ahead past the pack's end, so [`PackInput`] serves bytes one at a time once fewer
-//!   than [`TAIL`] bytes remain: whatever gix has not consumed when it returns is then still
-//!   in our hands, and any byte left over means junk;
+//! * the pack header is peeked and its object count checked before anything else is read;
 //! * delta chains of the new pack are measured from its entry headers;
-//! * the new `.pack` and `.idx` are fsynced (gix only renames them into place), then the
-//!   `.keep` file gix leaves beside the pack is removed.
-//!
-//! A pack that fails any check after it was written is deleted again.
+//! * only a pack that passed every check is fsynced and renamed into `objects/pack` (pack
+//!   first, then its index: the object database finds packs by their index). The temporary
+//!   files (`.tmp-*`) are removed on failure, and by [`ObjectStore::remove_interrupted_imports`]
+//!   after a crash.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufRead, Read};
+use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -29,13 +25,13 @@ use gix_hash::ObjectId;
 use gix_pack::data::entry::Header;
 
 use super::error::{GitError, Limit};
+use super::pack_stream::{PackStream, PACK_HEADER};
 use super::{GitLimits, ObjectStore};
 
 /// What an import wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportOutcome {
-    /// The new `.pack` file; `None` for an empty pack, or when the same pack was already
-    /// present.
+    /// The `.pack` file (new, or the same pack already present); `None` for an empty pack.
     pub pack_path: Option<PathBuf>,
     /// Its `.idx` file.
     pub index_path: Option<PathBuf>,
@@ -48,13 +44,6 @@ pub struct ImportOutcome {
     /// Longest delta chain in the written pack.
     pub longest_delta_chain: u32,
 }
-
-/// Bytes near the end of the stream that are handed out one at a time.
-const TAIL: usize = 64;
-/// Most bytes pulled from the source reader at once.
-const CHUNK: usize = 64 << 10;
-/// Size of a pack header: `PACK`, version, object count.
-const PACK_HEADER: usize = 12;
 
 impl ObjectStore {
     /// Imports a pack stream (the bytes after a git bundle header).
@@ -79,91 +68,139 @@ impl ObjectStore {
             }
         }
 
-        let mut input = PackInput::new(pack, limits.max_total_bytes);
-        let header = input.peek_header()?;
-        let (_version, declared) =
+        let mut header = [0; PACK_HEADER];
+        pack.read_exact(&mut header).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => GitError::malformed("pack stream ends inside the pack header"),
+            _ => GitError::PackRead { source: e },
+        })?;
+        let (version, declared) =
             gix_pack::data::header::decode(&header).map_err(|e| GitError::malformed(format!("pack header: {e:#}")))?;
         if u64::from(declared) > limits.max_objects {
             return Err(GitError::size(Limit::Objects, limits.max_objects, Some(declared.into()), "pack header"));
         }
 
-        let options = gix_pack::bundle::write::Options {
-            iteration_mode: gix_pack::data::input::Mode::Verify,
-            alloc_limit_bytes: Some(usize::try_from(limits.max_object_size).unwrap_or(usize::MAX)),
-            ..Default::default()
-        };
-        let written = gix_pack::Bundle::write_to_directory(
-            &mut input,
-            Some(&self.pack_dir),
+        let temp = NewPack::temporary(&self.pack_dir);
+        let mut stream = PackStream::create(pack, &temp.pack, header, declared, limits, &self.odb)?;
+        let mut index_file = BufWriter::new(
+            File::options().write(true).create_new(true).open(&temp.index).map_err(|e| GitError::io(&temp.index, e))?,
+        );
+        let kind = self.kind;
+        let written = gix_pack::index::write_data_iter_to_stream(
+            gix_pack::index::Version::default(),
+            || {
+                let pack = gix_pack::data::File::at(&temp.pack, kind)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}")))?
+                    .with_alloc_limit_bytes(usize::try_from(limits.max_object_size).ok());
+                Ok((entry_bytes, pack))
+            },
+            &mut stream,
+            None,
             &mut gix_utils::progress::Discard,
+            &mut index_file,
             &AtomicBool::new(false),
-            Some(&self.odb),
-            self.kind,
-            options,
+            kind,
+            Some(usize::try_from(limits.max_object_size).unwrap_or(usize::MAX)),
+            version,
         );
         let written = match written {
             Ok(written) => written,
-            Err(err) => return Err(input.classify_failure(err, limits)),
+            Err(err) => return Err(stream.take_failure().unwrap_or_else(|| classify_failure(err, limits))),
         };
-        // Files this call created (not a pack that was already present), to undo on failure.
-        let created = NewPack {
-            pack: written.keep_path.as_ref().and(written.data_path.clone()),
-            index: written.keep_path.as_ref().and(written.index_path.clone()),
-            keep: written.keep_path.clone(),
-        };
-
-        let checked = input.ensure_at_end().and_then(|()| match (&written.index_path, &written.data_path) {
-            (Some(index), Some(data)) => longest_delta_chain(index, data, self.kind, limits.max_delta_chain),
-            _ => Ok(0),
-        });
-        let longest_delta_chain = match checked {
-            Ok(longest) => longest,
-            Err(err) => {
-                created.remove();
-                return Err(err);
-            }
-        };
-        // gix renames the files into place without syncing them; the journal will record
-        // this release as imported, so make the pack durable first.
-        for path in [&written.data_path, &written.index_path].into_iter().flatten() {
+        stream.finish()?;
+        let bytes_read = stream.bytes_read();
+        let appended = stream.appended();
+        drop(stream);
+        if written.num_objects == 0 {
+            return Ok(ImportOutcome {
+                pack_path: None,
+                index_path: None,
+                objects_in_stream: declared,
+                objects_written: 0,
+                bytes_read,
+                longest_delta_chain: 0,
+            });
+        }
+        index_file.flush().map_err(|e| GitError::io(&temp.index, e))?;
+        let longest_delta_chain = longest_delta_chain(&temp.index, &temp.pack, self.kind, limits.max_delta_chain)?;
+        for path in [&temp.pack, &temp.index] {
             File::open(path).and_then(|f| f.sync_all()).map_err(|e| GitError::io(path, e))?;
         }
-        if let Some(keep) = &written.keep_path {
-            std::fs::remove_file(keep).map_err(|e| GitError::io(keep, e))?;
+        let pack_path = self.pack_dir.join(format!("pack-{}.pack", written.data_hash.to_hex()));
+        let index_path = pack_path.with_extension("idx");
+        if !index_path.is_file() {
+            for (from, to) in [(&temp.pack, &pack_path), (&temp.index, &index_path)] {
+                std::fs::rename(from, to).map_err(|e| GitError::io(to, e))?;
+            }
+            File::open(&self.pack_dir).and_then(|d| d.sync_all()).map_err(|e| GitError::io(&self.pack_dir, e))?;
         }
-        File::open(&self.pack_dir).and_then(|d| d.sync_all()).map_err(|e| GitError::io(&self.pack_dir, e))?;
         tracing::info!(
-            objects = written.index.num_objects,
+            objects = written.num_objects,
             declared,
-            bytes = input.served,
+            thin_bases = appended,
+            bytes = bytes_read,
             longest_delta_chain,
-            pack = ?written.data_path,
+            pack = %pack_path.display(),
             "imported pack"
         );
         Ok(ImportOutcome {
-            pack_path: written.data_path,
-            index_path: written.index_path,
+            pack_path: Some(pack_path),
+            index_path: Some(index_path),
             objects_in_stream: declared,
-            objects_written: written.index.num_objects,
-            bytes_read: input.served,
+            objects_written: written.num_objects,
+            bytes_read,
             longest_delta_chain,
         })
     }
 }
 
-/// Files of a freshly written pack, removed again if a later check fails.
+/// The bytes of one entry, for gix's index writer.
+fn entry_bytes(range: gix_pack::data::EntryRange, pack: &gix_pack::data::File) -> Option<&[u8]> {
+    pack.entry_slice(range)
+}
+
+/// Maps a failure of gix's index writer to the error a person can act on.
+fn classify_failure(err: gix_error::Error, limits: &GitLimits) -> GitError {
+    let detail = format!("{err:#}");
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            use io::ErrorKind::*;
+            if !matches!(io.kind(), UnexpectedEof | InvalidData | InvalidInput | Other) {
+                return GitError::io(Path::new("objects/pack"), io::Error::new(io.kind(), detail));
+            }
+        }
+        source = cause.source();
+    }
+    if err.is_resource_exhausted() {
+        GitError::size(Limit::ObjectSize, limits.max_object_size, None, format!("pack: {detail}"))
+    } else if err.is_not_found() {
+        GitError::ThinBaseMissing { detail }
+    } else {
+        GitError::Malformed { detail }
+    }
+}
+
+/// The temporary files of a pack being imported, removed when dropped unless renamed away.
 struct NewPack {
-    pack: Option<PathBuf>,
-    index: Option<PathBuf>,
-    keep: Option<PathBuf>,
+    pack: PathBuf,
+    index: PathBuf,
 }
 
 impl NewPack {
-    fn remove(&self) {
-        // The index goes first so no reader finds an index whose pack is gone.
-        for path in [&self.index, &self.pack, &self.keep].into_iter().flatten() {
-            if let Err(err) = std::fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), %err, "could not remove rejected pack file");
+    fn temporary(pack_dir: &Path) -> Self {
+        let nonce = crate::fsutil::nonce();
+        NewPack { pack: pack_dir.join(format!(".tmp-{nonce}-pack")), index: pack_dir.join(format!(".tmp-{nonce}-idx")) }
+    }
+}
+
+impl Drop for NewPack {
+    fn drop(&mut self) {
+        for path in [&self.index, &self.pack] {
+            match std::fs::remove_file(path) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(path = %path.display(), %err, "could not remove a temporary pack file");
+                }
+                _ => {}
             }
         }
     }
@@ -186,7 +223,7 @@ fn longest_delta_chain(index: &Path, data: &Path, kind: gix_hash::Kind, max: u32
                 break *depth;
             }
             if chain.len() > max as usize {
-                return Err(GitError::size(Limit::DeltaChain, max.into(), None, data.display().to_string()));
+                return Err(GitError::size(Limit::DeltaChain, max.into(), None, "the imported pack"));
             }
             let entry =
                 pack.entry(offset).map_err(|e| GitError::malformed(format!("pack entry at {offset}: {e:#}")))?;
@@ -204,172 +241,11 @@ fn longest_delta_chain(index: &Path, data: &Path, kind: gix_hash::Kind, max: u32
         for (steps, offset) in chain.iter().rev().enumerate() {
             let depth = base_depth.saturating_add(steps as u32 + 1);
             if depth > max {
-                return Err(GitError::size(
-                    Limit::DeltaChain,
-                    max.into(),
-                    Some(depth.into()),
-                    data.display().to_string(),
-                ));
+                return Err(GitError::size(Limit::DeltaChain, max.into(), Some(depth.into()), "the imported pack"));
             }
             longest = longest.max(depth);
             depth_at.insert(*offset, depth);
         }
     }
     Ok(longest)
-}
-
-/// The pack stream as gix sees it: capped in size, and never read ahead past its end.
-///
-/// It keeps more than [`TAIL`] bytes buffered ahead of what it has handed out, so it knows
-/// when the source is about to end; from then on it hands out one byte per call. gix's own
-/// `BufReader` can then hold at most one unconsumed byte, and only while it still needs it.
-struct PackInput<'a> {
-    source: &'a mut dyn BufRead,
-    buf: Vec<u8>,
-    pos: usize,
-    eof: bool,
-    served: u64,
-    pulled: u64,
-    max_bytes: u64,
-    exceeded: bool,
-    source_error: Option<io::Error>,
-}
-
-impl<'a> PackInput<'a> {
-    fn new(source: &'a mut dyn BufRead, max_bytes: u64) -> Self {
-        PackInput {
-            source,
-            buf: Vec::with_capacity(CHUNK + TAIL),
-            pos: 0,
-            eof: false,
-            served: 0,
-            pulled: 0,
-            max_bytes,
-            exceeded: false,
-            source_error: None,
-        }
-    }
-
-    fn available(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    /// Buffers until more than `want` bytes are ahead, or the source ends.
-    fn fill_to(&mut self, want: usize) -> io::Result<()> {
-        while !self.eof && self.available() <= want {
-            if self.pos > 0 {
-                self.buf.drain(..self.pos);
-                self.pos = 0;
-            }
-            let chunk = match self.source.fill_buf() {
-                Ok(chunk) => chunk,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    let kind = err.kind();
-                    self.source_error = Some(err);
-                    return Err(io::Error::new(kind, "pack source failed"));
-                }
-            };
-            if chunk.is_empty() {
-                self.eof = true;
-                break;
-            }
-            let n = chunk.len().min(CHUNK);
-            self.pulled += n as u64;
-            if self.pulled > self.max_bytes {
-                self.exceeded = true;
-                return Err(io::Error::other("pack stream exceeds the byte limit"));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-            self.source.consume(n);
-        }
-        Ok(())
-    }
-
-    fn peek_header(&mut self) -> Result<[u8; PACK_HEADER], GitError> {
-        if let Err(err) = self.fill_to(PACK_HEADER) {
-            return Err(self.own_error().unwrap_or(GitError::PackRead { source: err }));
-        }
-        self.buf
-            .get(self.pos..self.pos + PACK_HEADER)
-            .and_then(|h| <[u8; PACK_HEADER]>::try_from(h).ok())
-            .ok_or_else(|| GitError::malformed("pack stream ends inside the pack header"))
-    }
-
-    /// Errors raised by this reader itself rather than by gix's parsing.
-    fn own_error(&mut self) -> Option<GitError> {
-        if self.exceeded {
-            return Some(GitError::size(Limit::TotalBytes, self.max_bytes, None, "pack stream"));
-        }
-        self.source_error.take().map(|source| GitError::PackRead { source })
-    }
-
-    /// After gix is done: the source must hold nothing more.
-    fn ensure_at_end(&mut self) -> Result<(), GitError> {
-        if let Err(err) = self.fill_to(0) {
-            return Err(self.own_error().unwrap_or(GitError::PackRead { source: err }));
-        }
-        match self.available() {
-            0 => Ok(()),
-            n => Err(GitError::malformed(format!(
-                "junk after the pack: at least {n} byte(s) follow its checksum at offset {}",
-                self.served
-            ))),
-        }
-    }
-
-    /// Maps a failure of gix's import to the error a person can act on.
-    fn classify_failure(&mut self, err: gix_error::Error, limits: &GitLimits) -> GitError {
-        if let Some(own) = self.own_error() {
-            return own;
-        }
-        let detail = format!("{err:#}");
-        let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
-        while let Some(cause) = source {
-            if let Some(io) = cause.downcast_ref::<io::Error>() {
-                use io::ErrorKind::*;
-                if !matches!(io.kind(), UnexpectedEof | InvalidData | InvalidInput | Other) {
-                    return GitError::io(Path::new("objects/pack"), io::Error::new(io.kind(), detail));
-                }
-            }
-            source = cause.source();
-        }
-        if err.is_resource_exhausted() {
-            GitError::size(Limit::ObjectSize, limits.max_object_size, None, format!("pack: {detail}"))
-        } else if err.is_not_found() {
-            GitError::ThinBaseMissing { detail }
-        } else {
-            GitError::Malformed { detail }
-        }
-    }
-}
-
-impl Read for PackInput<'_> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let ahead = self.fill_buf()?;
-        let n = ahead.len().min(out.len());
-        out[..n].copy_from_slice(&ahead[..n]);
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for PackInput<'_> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.fill_to(TAIL)?;
-        let available = self.available();
-        let serve = if available > TAIL {
-            available - TAIL
-        } else {
-            // Only reachable at the end of the source: hand out the tail byte by byte.
-            available.min(1)
-        };
-        Ok(&self.buf[self.pos..self.pos + serve])
-    }
-
-    fn consume(&mut self, amt: usize) {
-        let amt = amt.min(self.available());
-        self.pos += amt;
-        self.served += amt as u64;
-    }
 }

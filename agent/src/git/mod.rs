@@ -24,6 +24,7 @@ mod drift;
 mod error;
 mod import;
 mod names;
+mod pack_stream;
 mod prune;
 mod tree;
 

@@ -212,3 +212,73 @@ fn leftovers_of_an_interrupted_import_are_removed() {
     assert!(pack_files(&store).is_empty(), "{:?}", pack_files(&store));
     assert_eq!(store.remove_interrupted_imports().expect("cleanup"), 0);
 }
+
+/// A one-blob pack whose entry declares `declared` bytes and carries `zlib` as its stream.
+fn one_entry_pack(declared: u64, zlib: &[u8]) -> Vec<u8> {
+    let mut pack = b"PACK\0\0\0\x02\0\0\0\x01".to_vec();
+    gix_pack::data::entry::Header::Blob.write_to(declared, &mut pack).expect("entry header");
+    pack.extend_from_slice(zlib);
+    let mut hash = gix_hash::hasher(Kind::Sha1);
+    hash.update(&pack);
+    pack.extend_from_slice(hash.try_finalize().expect("sha1").as_slice());
+    pack
+}
+
+/// `data` as a zlib stream at `level`.
+fn zlib(data: &[u8], level: i32) -> Vec<u8> {
+    use std::io::Write;
+    let level = gix_zlib::Compression::new(level).expect("level 0-9");
+    let mut out = gix_zlib::stream::deflate::Write::new(Vec::new(), level);
+    out.write_all(data).and_then(|()| out.flush()).expect("deflate");
+    out.into_inner()
+}
+
+#[test]
+fn a_zlib_stream_padded_past_what_its_object_needs_is_refused_and_nothing_is_left() {
+    let (repo, _) = sample_repo(Kind::Sha1);
+    let (_dir, store) = empty_store(&repo);
+    let honest = zlib(b"port = 9090\n", 0);
+    let outcome = store.import_pack(&mut &one_entry_pack(12, &honest)[..], &[], &GitLimits::default());
+    assert_eq!(outcome.expect("the honest stored stream imports").objects_written, 1);
+    let before = pack_files(&store);
+
+    // The same stream with 64 KiB of empty stored blocks after the zlib header.
+    let mut padded = honest[..2].to_vec();
+    for _ in 0..(64 << 10) / 5 {
+        padded.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+    }
+    padded.extend_from_slice(&honest[2..]);
+    let err = store.import_pack(&mut &one_entry_pack(12, &padded)[..], &[], &GitLimits::default()).expect_err("padded");
+    assert_eq!(err.reason(), Reason::Malformed, "{err}");
+    assert!(
+        err.to_string().contains("its zlib stream is longer than 76 bytes, more than a 12-byte object can need"),
+        "{err}"
+    );
+    assert_eq!(pack_files(&store), before, "no pack and no temporary file is left");
+}
+
+#[test]
+fn an_entry_inflating_to_more_or_less_than_it_declares_is_refused() {
+    let (repo, _) = sample_repo(Kind::Sha1);
+    let (_dir, store) = empty_store(&repo);
+    for (declared, needle) in [(11, "inflates to more than its declared 11 bytes"), (13, "inflates to 12 bytes, not")] {
+        let pack = one_entry_pack(declared, &zlib(b"port = 9090\n", 6));
+        let err = store.import_pack(&mut &pack[..], &[], &GitLimits::default()).expect_err("size mismatch");
+        assert!(err.to_string().contains(needle), "{err}");
+        assert_eq!(pack_files(&store), Vec::<String>::new());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// zlib at any level, on any data, stays within the bound the importer enforces.
+    #[test]
+    fn every_zlib_level_stays_within_the_compressed_bound(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70_000),
+        level in 0i32..=9,
+    ) {
+        let bound = crate::git::pack_stream::compressed_bound(data.len() as u64);
+        proptest::prop_assert!(zlib(&data, level).len() as u64 <= bound);
+    }
+}

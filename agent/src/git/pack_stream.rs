@@ -1,0 +1,575 @@
+//! Copying an untrusted pack stream into a file one entry at a time, so that no entry is ever
+//! held in memory whole.
+//!
+//! gix's own stream reader (`gix_pack::data::input::BytesToEntriesIter`) copies each entry's
+//! compressed bytes into a `Vec` before hashing them: one entry costs its compressed size in
+//! memory, and a zlib stream padded with empty stored blocks is far longer than the object it
+//! declares (RELIABILITY.md, F6). [`PackStream`] inflates each entry into a small scratch
+//! buffer while its bytes pass into the pack file, and gives gix's index writer
+//! (`gix_pack::index::write_data_iter_to_stream`) only the entry's metadata; gix reads the
+//! bytes back from the file when it resolves deltas. On the way it enforces, per entry, the
+//! declared size against `max_object_size` (before inflating anything), a compressed length
+//! within what zlib can need for the declared size ([`compressed_bound`]) and an inflated
+//! length equal to the declared size; for the whole stream, the byte cap, the trailing
+//! checksum, and that nothing follows it.
+//!
+//! Thin packs: the `REF_DELTA` bases found in the object store are appended after the
+//! stream's last entry, as `git index-pack --fix-thin` does; the header's object count is
+//! patched and the trailing checksum recomputed over the whole file. Every pack written is
+//! therefore self-contained.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use gix_hash::ObjectId;
+use gix_object::Find;
+use gix_pack::data::entry::Header;
+use gix_pack::data::input::Entry;
+use gix_zlib::{Decompress, FlushDecompress, Status};
+
+use super::error::{GitError, Limit};
+
+/// Size of a pack header: `PACK`, version, object count.
+pub(super) const PACK_HEADER: usize = 12;
+/// Inflated bytes produced per step; they are counted and dropped.
+const SCRATCH: usize = 32 << 10;
+
+/// The most compressed bytes a zlib stream needs for `size` bytes of data: zlib's
+/// `deflateBound` for stored blocks at the smallest memory level (`size` + `size`/32 +
+/// `size`/128 + `size`/2048 + 7), rounded up, plus the 6-byte zlib wrapper. Every zlib
+/// setting stays below it; an entry above it is padding, not data.
+pub fn compressed_bound(size: u64) -> u64 {
+    size.saturating_add(size / 16).saturating_add(64)
+}
+
+/// The pack stream read entry by entry into `file`, as an iterator of the entries' metadata.
+///
+/// Yields the stream's entries, then the thin-pack bases it appended; the last one carries
+/// the pack's checksum. After the first error it yields nothing more; the error itself is
+/// kept for [`PackStream::take_failure`] (gix only learns that the stream was refused).
+pub(super) struct PackStream<'a> {
+    tap: Tap<'a>,
+    inflate: Decompress,
+    scratch: Vec<u8>,
+    kind: gix_hash::Kind,
+    max_object_size: u64,
+    bases: &'a gix_odb::HandleArc,
+    declared: u32,
+    left: u32,
+    offset: u64,
+    ref_bases: Vec<ObjectId>,
+    seen_bases: HashSet<ObjectId>,
+    ready: VecDeque<Entry>,
+    finished: bool,
+    failure: Option<GitError>,
+    appended: u32,
+}
+
+impl<'a> PackStream<'a> {
+    /// Creates the pack file `path` and starts it with `header`, the pack header already
+    /// read from `source`, which declares `declared` objects. `bases` resolves thin-pack
+    /// bases.
+    pub(super) fn create(
+        source: &'a mut dyn BufRead,
+        path: &Path,
+        header: [u8; PACK_HEADER],
+        declared: u32,
+        limits: &super::GitLimits,
+        bases: &'a gix_odb::HandleArc,
+    ) -> Result<Self, GitError> {
+        let kind = bases.store_ref().object_hash();
+        let file = File::options().read(true).write(true).create_new(true).open(path);
+        let mut out = PackFile::new(file.map_err(|e| GitError::io(path, e))?, path.to_owned(), kind);
+        out.write_all(&header).map_err(|e| out.io_error(e))?;
+        let mut tap = Tap::new(source, out, limits.max_total_bytes);
+        tap.served = PACK_HEADER as u64;
+        Ok(PackStream {
+            tap,
+            inflate: Decompress::new(),
+            scratch: vec![0; SCRATCH],
+            kind,
+            max_object_size: limits.max_object_size,
+            bases,
+            declared,
+            left: declared,
+            offset: PACK_HEADER as u64,
+            ref_bases: Vec::new(),
+            seen_bases: HashSet::new(),
+            ready: VecDeque::new(),
+            finished: false,
+            failure: None,
+            appended: 0,
+        })
+    }
+
+    /// Why the stream was refused, if it was.
+    pub(super) fn take_failure(&mut self) -> Option<GitError> {
+        self.failure.take()
+    }
+
+    /// Thin-pack bases appended after the stream's entries.
+    pub(super) fn appended(&self) -> u32 {
+        self.appended
+    }
+
+    /// Bytes read from the source.
+    pub(super) fn bytes_read(&self) -> u64 {
+        self.tap.served
+    }
+
+    /// Reads up to the end of the stream when the iteration stopped early (an empty pack):
+    /// trailer, nothing after it, the file flushed.
+    pub(super) fn finish(&mut self) -> Result<(), GitError> {
+        if !self.finished && self.failure.is_none() && self.left == 0 {
+            if let Err(err) = self.complete() {
+                self.fail(err);
+            }
+        }
+        self.failure.take().map_or(Ok(()), Err)
+    }
+
+    fn fail(&mut self, err: GitError) {
+        self.finished = true;
+        self.failure = Some(err);
+        self.ready.clear();
+    }
+
+    /// Reads the next entry; after the last one, the trailer and the thin-pack bases.
+    fn advance(&mut self) -> Result<(), GitError> {
+        let entry = self.read_entry()?;
+        self.left -= 1;
+        if let Header::RefDelta { base_id } = entry.header {
+            if self.seen_bases.insert(base_id) {
+                self.ref_bases.push(base_id);
+            }
+        }
+        self.ready.push_back(entry);
+        if self.left == 0 {
+            self.complete()?;
+        }
+        Ok(())
+    }
+
+    fn read_entry(&mut self) -> Result<Entry, GitError> {
+        let at = self.offset;
+        self.tap.out.begin_entry();
+        self.tap.entry_limit = None;
+        let parsed = gix_pack::data::Entry::from_read(&mut self.tap, at, self.kind.len_in_bytes()).map_err(|e| {
+            self.tap.failure.take().unwrap_or_else(|| match e.kind() {
+                io::ErrorKind::UnexpectedEof => GitError::malformed(format!(
+                    "pack stream ends inside the header of the entry at offset {at} (truncated pack)"
+                )),
+                _ => entry_error(at, e),
+            })
+        })?;
+        let header_size = self.tap.out.entry_len;
+        let declared = parsed.decompressed_size;
+        if declared > self.max_object_size {
+            return Err(GitError::size(
+                Limit::ObjectSize,
+                self.max_object_size,
+                Some(declared),
+                format!("pack entry at offset {at}"),
+            ));
+        }
+        self.tap.entry_limit = Some(header_size + compressed_bound(declared));
+        self.tap.entry_declared = declared;
+        self.tap.entry_at = at;
+        self.inflate_entry(at, declared)?;
+        self.tap.entry_limit = None;
+        let entry_len = self.tap.out.entry_len;
+        self.offset += entry_len;
+        Ok(Entry {
+            header: parsed.header,
+            header_size: u16::try_from(header_size).map_err(|_| entry_error(at, "header too long"))?,
+            pack_offset: at,
+            compressed: None,
+            compressed_size: entry_len - header_size,
+            crc32: Some(self.tap.out.entry_crc()),
+            decompressed_size: declared,
+            trailer: None,
+        })
+    }
+
+    /// Inflates one zlib stream from the tap, counting what comes out.
+    fn inflate_entry(&mut self, at: u64, declared: u64) -> Result<(), GitError> {
+        self.inflate.reset();
+        let mut produced = 0u64;
+        loop {
+            let (status, consumed, written, eof) = {
+                if let Some(err) = self.tap.fill_buf().err() {
+                    return Err(self.tap.failure.take().unwrap_or_else(|| entry_error(at, err)));
+                }
+                let input = self.tap.fill_buf().unwrap_or_default();
+                let eof = input.is_empty();
+                let flush = if eof { FlushDecompress::Finish } else { FlushDecompress::None };
+                let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
+                let status = self.inflate.decompress(input, &mut self.scratch, flush);
+                let consumed = (self.inflate.total_in() - before_in) as usize;
+                let written = self.inflate.total_out() - before_out;
+                (status, consumed, written, eof)
+            };
+            self.tap.consume(consumed);
+            if let Some(err) = self.tap.failure.take() {
+                return Err(err);
+            }
+            produced += written;
+            if produced > declared {
+                return Err(entry_error(at, format!("inflates to more than its declared {declared} bytes")));
+            }
+            match status {
+                Ok(Status::StreamEnd) => break,
+                Ok(_) if eof => {
+                    return Err(GitError::malformed(format!(
+                        "pack stream ends inside the entry at offset {at} (truncated pack)"
+                    )))
+                }
+                Ok(_) if consumed > 0 || written > 0 => {}
+                Ok(_) => return Err(entry_error(at, "its zlib stream makes no progress")),
+                Err(err) => {
+                    let cause = self.inflate.error_message().map_or_else(|| format!("{err:#}"), String::from);
+                    return Err(entry_error(at, format!("corrupt zlib stream: {cause}")));
+                }
+            }
+        }
+        if produced != declared {
+            return Err(entry_error(at, format!("inflates to {produced} bytes, not its declared {declared}")));
+        }
+        Ok(())
+    }
+
+    /// After the last entry: the trailer must be the checksum of what came before, nothing
+    /// may follow it; then thin-pack bases are appended and the file is flushed.
+    fn complete(&mut self) -> Result<(), GitError> {
+        self.finished = true;
+        let computed = self.tap.out.take_hash()?;
+        self.tap.record = false;
+        let mut trailer = vec![0; self.kind.len_in_bytes()];
+        self.tap.read_exact_checked(&mut trailer).map_err(|e| match e {
+            GitError::Malformed { .. } => GitError::malformed("pack stream ends inside its trailing checksum"),
+            other => other,
+        })?;
+        if computed.as_slice() != trailer.as_slice() {
+            return Err(GitError::malformed(format!(
+                "pack checksum mismatch: the trailer says {}, the bytes hash to {computed}",
+                hex::encode(&trailer)
+            )));
+        }
+        self.tap.ensure_at_end()?;
+
+        let mut checksum = computed;
+        for id in std::mem::take(&mut self.ref_bases) {
+            self.append_base(&id)?;
+        }
+        if self.appended > 0 {
+            let count = self
+                .declared
+                .checked_add(self.appended)
+                .ok_or_else(|| GitError::malformed("too many objects with the thin-pack bases"))?;
+            checksum = self.tap.out.rewrite_count_and_hash(count, self.kind)?;
+        }
+        self.tap.out.write_trailer(checksum.as_slice())?;
+        if let Some(last) = self.ready.back_mut() {
+            last.trailer = Some(checksum);
+        }
+        Ok(())
+    }
+
+    /// Appends `id` from the object store as a full entry, if the store has it. A base it
+    /// lacks must be in the pack itself, or the index writer refuses the pack.
+    fn append_base(&mut self, id: &ObjectId) -> Result<(), GitError> {
+        let mut buf = Vec::new();
+        let data = match self.bases.try_find(id, &mut buf) {
+            Ok(Some(data)) => data,
+            Ok(None) => return Ok(()),
+            Err(err) => return Err(GitError::Store { detail: format!("{id}: {err:#}") }),
+        };
+        let header = match data.kind {
+            gix_object::Kind::Blob => Header::Blob,
+            gix_object::Kind::Tree => Header::Tree,
+            gix_object::Kind::Commit => Header::Commit,
+            gix_object::Kind::Tag => Header::Tag,
+        };
+        let out = &mut self.tap.out;
+        let at = out.len;
+        out.begin_entry();
+        let size = data.data.len() as u64;
+        let header_size = header.write_to(size, out).map_err(|e| out.io_error(e))?;
+        let compressed = {
+            let mut deflate = gix_zlib::stream::deflate::Write::new(&mut *out, gix_zlib::Compression::BEST_SPEED);
+            deflate.write_all(data.data).and_then(|()| deflate.flush())
+        };
+        compressed.map_err(|e| out.io_error(e))?;
+        let entry_len = out.entry_len;
+        self.ready.push_back(Entry {
+            header,
+            header_size: header_size as u16,
+            pack_offset: at,
+            compressed: None,
+            compressed_size: entry_len - header_size as u64,
+            crc32: Some(out.entry_crc()),
+            decompressed_size: size,
+            trailer: None,
+        });
+        self.appended += 1;
+        Ok(())
+    }
+}
+
+fn entry_error(at: u64, detail: impl std::fmt::Display) -> GitError {
+    GitError::malformed(format!("pack entry at offset {at}: {detail}"))
+}
+
+impl Iterator for PackStream<'_> {
+    type Item = gix_error::Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(entry) = self.ready.pop_front() {
+            return Some(Ok(entry));
+        }
+        if self.finished || self.left == 0 {
+            return None;
+        }
+        match self.advance() {
+            Ok(()) => self.ready.pop_front().map(Ok),
+            Err(err) => {
+                self.fail(err);
+                Some(Err(gix_error::Error::from_error(io::Error::other("pack stream refused"))))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Thin-pack bases can at most double the count (one per REF_DELTA).
+        let left = self.left as usize + self.ready.len();
+        (left, Some(left.saturating_mul(2)))
+    }
+}
+
+/// The pack source as the stream reads it: every byte consumed is written to the pack file
+/// (while `record`), the stream's size is capped, and so is the current entry's.
+struct Tap<'a> {
+    source: &'a mut dyn BufRead,
+    out: PackFile,
+    record: bool,
+    served: u64,
+    max_bytes: u64,
+    entry_limit: Option<u64>,
+    entry_declared: u64,
+    entry_at: u64,
+    failure: Option<GitError>,
+}
+
+impl<'a> Tap<'a> {
+    fn new(source: &'a mut dyn BufRead, out: PackFile, max_bytes: u64) -> Self {
+        Tap {
+            source,
+            out,
+            record: true,
+            served: 0,
+            max_bytes,
+            entry_limit: None,
+            entry_declared: 0,
+            entry_at: 0,
+            failure: None,
+        }
+    }
+
+    /// Fills `buf` completely; a stream ending first is a truncated pack.
+    fn read_exact_checked(&mut self, buf: &mut [u8]) -> Result<(), GitError> {
+        self.read_exact(buf).map_err(|err| {
+            self.failure.take().unwrap_or_else(|| match err.kind() {
+                io::ErrorKind::UnexpectedEof => GitError::malformed("pack stream ends early (truncated pack)"),
+                _ => GitError::PackRead { source: err },
+            })
+        })
+    }
+
+    /// After the trailer: the source must hold nothing more.
+    fn ensure_at_end(&mut self) -> Result<(), GitError> {
+        let rest = loop {
+            match self.source.fill_buf() {
+                Ok(rest) => break rest.len(),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(GitError::PackRead { source: err }),
+            }
+        };
+        match rest {
+            0 => Ok(()),
+            n => Err(GitError::malformed(format!(
+                "junk after the pack: at least {n} byte(s) follow its checksum at offset {}",
+                self.served
+            ))),
+        }
+    }
+
+    /// Records `err` as the reason reading stopped, and returns the error gix sees.
+    fn refuse(&mut self, err: GitError) -> io::Error {
+        let kind = match &err {
+            GitError::PackRead { source } => source.kind(),
+            _ => io::ErrorKind::InvalidData,
+        };
+        self.failure = Some(err);
+        io::Error::new(kind, "pack stream refused")
+    }
+}
+
+impl BufRead for Tap<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.failure.is_some() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "pack stream refused"));
+        }
+        let available = loop {
+            match self.source.fill_buf() {
+                Ok(chunk) => break chunk.len(),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(self.refuse(GitError::PackRead { source: err })),
+            }
+        };
+        if available == 0 {
+            return Ok(&[]);
+        }
+        let stream_room = self.max_bytes.saturating_sub(self.served);
+        if stream_room == 0 {
+            return Err(self.refuse(GitError::size(Limit::TotalBytes, self.max_bytes, None, "pack stream")));
+        }
+        let mut serve = available.min(usize::try_from(stream_room).unwrap_or(usize::MAX));
+        if let Some(limit) = self.entry_limit {
+            let entry_room = limit.saturating_sub(self.out.entry_len);
+            if entry_room == 0 {
+                let (at, declared) = (self.entry_at, self.entry_declared);
+                return Err(self.refuse(entry_error(
+                    at,
+                    format!(
+                        "its zlib stream is longer than {} bytes, more than a {declared}-byte object can need \
+                         (padded stream)",
+                        compressed_bound(declared)
+                    ),
+                )));
+            }
+            serve = serve.min(usize::try_from(entry_room).unwrap_or(usize::MAX));
+        }
+        let chunk = self.source.fill_buf()?;
+        Ok(&chunk[..serve.min(chunk.len())])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if amt == 0 {
+            return;
+        }
+        if self.record {
+            let written = match self.source.fill_buf() {
+                Ok(chunk) => self.out.write_all(&chunk[..amt.min(chunk.len())]),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = written {
+                let err = self.out.io_error(err);
+                self.failure.get_or_insert(err);
+            }
+        }
+        self.source.consume(amt);
+        self.served += amt as u64;
+    }
+}
+
+impl Read for Tap<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let ahead = self.fill_buf()?;
+        let n = ahead.len().min(out.len());
+        out[..n].copy_from_slice(&ahead[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// The pack file being written: hashes everything written to it, and keeps the CRC-32 and
+/// length of the current entry.
+struct PackFile {
+    file: BufWriter<File>,
+    path: PathBuf,
+    hash: Option<gix_hash::Hasher>,
+    kind: gix_hash::Kind,
+    crc: crc32fast::Hasher,
+    entry_len: u64,
+    len: u64,
+}
+
+impl PackFile {
+    fn new(file: File, path: PathBuf, kind: gix_hash::Kind) -> Self {
+        PackFile {
+            file: BufWriter::with_capacity(64 << 10, file),
+            path,
+            hash: Some(gix_hash::hasher(kind)),
+            kind,
+            crc: crc32fast::Hasher::new(),
+            entry_len: 0,
+            len: 0,
+        }
+    }
+
+    fn io_error(&self, err: io::Error) -> GitError {
+        GitError::io(&self.path, err)
+    }
+
+    fn begin_entry(&mut self) {
+        self.crc = crc32fast::Hasher::new();
+        self.entry_len = 0;
+    }
+
+    fn entry_crc(&self) -> u32 {
+        self.crc.clone().finalize()
+    }
+
+    /// The checksum of everything written so far; what is written next is not hashed.
+    fn take_hash(&mut self) -> Result<ObjectId, GitError> {
+        let hash = self.hash.take().unwrap_or_else(|| gix_hash::hasher(self.kind));
+        hash.try_finalize().map_err(|e| GitError::Store { detail: format!("hashing the pack: {e:#}") })
+    }
+
+    /// Sets the header's object count to `count` and hashes the whole file again.
+    fn rewrite_count_and_hash(&mut self, count: u32, kind: gix_hash::Kind) -> Result<ObjectId, GitError> {
+        self.file.flush().map_err(|e| self.io_error(e))?;
+        let file = self.file.get_ref();
+        file.write_all_at(&count.to_be_bytes(), 8).map_err(|e| self.io_error(e))?;
+        let mut hash = gix_hash::hasher(kind);
+        let mut buf = vec![0; 256 << 10];
+        let mut at = 0;
+        while at < self.len {
+            let n = file.read_at(&mut buf, at).map_err(|e| self.io_error(e))?;
+            if n == 0 {
+                return Err(self.io_error(io::ErrorKind::UnexpectedEof.into()));
+            }
+            let n = n.min((self.len - at) as usize);
+            hash.update(&buf[..n]);
+            at += n as u64;
+        }
+        hash.try_finalize().map_err(|e| GitError::Store { detail: format!("hashing the pack: {e:#}") })
+    }
+
+    /// Appends the trailing checksum and flushes the file.
+    fn write_trailer(&mut self, checksum: &[u8]) -> Result<(), GitError> {
+        self.file.write_all(checksum).and_then(|()| self.file.flush()).map_err(|e| self.io_error(e))?;
+        self.len += checksum.len() as u64;
+        Ok(())
+    }
+}
+
+impl Write for PackFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(hash) = self.hash.as_mut() {
+            hash.update(&buf[..n]);
+        }
+        self.crc.update(&buf[..n]);
+        self.entry_len += n as u64;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
