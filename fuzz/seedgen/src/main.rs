@@ -144,10 +144,17 @@ fn main() -> Result<()> {
         compressed.extend_from_slice(rest);
         corpus.add("payload", &compressed)?;
         let mut plain = Vec::new();
-        zstd::stream::read::Decoder::new(rest)?.take(4096).read_to_end(&mut plain)?;
+        zstd::stream::read::Decoder::new(rest)?.read_to_end(&mut plain)?;
         let header_end = plain.windows(2).position(|w| w == b"\n\n").map_or(plain.len(), |p| p + 2);
         let prefix = &plain[..(header_end + 32).min(plain.len())];
         corpus.add("bundle_header", prefix)?;
+        // pack_import: the object count, "append the checksum", then the entries.
+        let pack = &plain[header_end.min(plain.len())..];
+        if pack.len() > 32 && pack.len() < 8192 {
+            let mut seed = vec![pack[11], 1];
+            seed.extend_from_slice(&pack[12..pack.len() - 20]);
+            corpus.add("pack_import", &seed)?;
+        }
         let mut odd = vec![1u8];
         odd.extend_from_slice(prefix);
         corpus.add("payload", &odd)?;
