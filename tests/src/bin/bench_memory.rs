@@ -862,8 +862,8 @@ fn render(args: &Args, rows: &[Row], forged: &[ForgedRow]) -> String {
     }
     if !forged.is_empty() {
         s.push_str(
-            "\nHostile payload shapes whose memory grows with the input (see RELIABILITY.md, \"Resource \
-             bounds\"), imported on a fresh device:\n\n| input | payload bytes | outcome | wall time | peak RSS | of \
+            "\nHostile payload shapes whose memory grew with the input before the pack import streamed its \
+             entries (see RELIABILITY.md, \"Resource bounds\"), imported on a fresh device:\n\n| input | payload bytes | outcome | wall time | peak RSS | of \
              which anon / file-backed (sampled) | goal |\n|---|---:|---|---:|---:|---:|---|\n",
         );
         for r in forged {
@@ -891,13 +891,14 @@ fn render(args: &Args, rows: &[Row], forged: &[ForgedRow]) -> String {
     s.push_str(
         "\nWhat the numbers say (details and where fixes belong in RELIABILITY.md, \"Resource bounds\"): \
          the agent's own (anonymous) memory stays flat, about the same for 100 MiB and 1 GiB: the zstd \
-         window (8 MiB at most), gix's copy of the pack entries in flight (so also the largest file: the \
-         bundler stores entries uncompressed), SQLite's cache. What grows with the payload is file-backed: \
-         gix maps the whole new pack while it indexes it and while the checkout reads every blob, clean \
-         page cache that counts in RSS but that the kernel takes back under pressure, which is why the \
-         same apply completes with the agent confined to a 64 MiB memory cgroup (page cache charged, no \
-         swap). A forged entry whose zlib stream is padded with empty stored blocks is buffered whole: \
-         memory that grows with a signed payload (finding F6).\n",
+         window (8 MiB at most), the blob the checkout is writing (so also the largest file), gix's \
+         caches while it resolves deltas, SQLite's cache; pack entries stream to disk and are never held \
+         whole. What grows with the payload is file-backed: gix maps the whole new pack while it indexes \
+         it and while the checkout reads every blob, clean page cache that counts in RSS but that the \
+         kernel takes back under pressure, which is why the same apply completes with the agent confined \
+         to a 64 MiB memory cgroup (page cache charged, no swap). A forged entry whose zlib stream is \
+         padded with empty stored blocks is refused as soon as it passes what its declared size can need \
+         (finding F6, fixed).\n",
     );
     if let Some(r) = rows.first() {
         s.push_str(&format!(

@@ -4,7 +4,7 @@
 //!
 //! * **Ferry**: `ferry-agent import <file>.ferry` into a device's state directory (verify
 //!   signatures and digest, import the pack into the store, check the tree out into the
-//!   inactive slot with every file and directory fsynced, switch `current`, journal).
+//!   inactive slot and make it durable with one `syncfs`, switch `current`, journal).
 //! * **git** (the way `git-sync` deploys: a worktree per revision and a link swap):
 //!   full: `git clone --bare <full.bundle>` then `git worktree add --detach slot-N rN`;
 //!   delta: `git fetch <delta.bundle> 'refs/tags/*:refs/tags/*'`, `rm -rf` the worktree of

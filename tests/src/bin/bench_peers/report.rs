@@ -233,7 +233,7 @@ pub fn apply(
     s.push_str(
         "\n* **Ferry** is `ferry-agent import <release>.ferry` (release build) into the device's state directory: \
          verify the signatures and the payload digest, import the pack into the store, check the whole tree out \
-         into the inactive slot with every file and directory fsynced, switch `current`, journal.\n\
+         into the inactive slot and make it durable with one `syncfs(2)`, switch `current`, journal.\n\
          * **git** deploys the way `git-sync` does, a worktree per revision and a link swap: full is `git clone \
          --bare <full.bundle>` plus `git worktree add --detach`; a delta is `git fetch <delta.bundle>` plus \
          `git worktree add`, after removing the worktree of two releases ago (A/B, as Ferry's slots). Then every \
