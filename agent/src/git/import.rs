@@ -160,7 +160,9 @@ fn entry_bytes(range: gix_pack::data::EntryRange, pack: &gix_pack::data::File) -
 
 /// Maps a failure of gix's index writer to the error a person can act on.
 fn classify_failure(err: gix_error::Error, limits: &GitLimits) -> GitError {
-    let detail = format!("{err:#}");
+    // The most specific cause reads best ("Entry too large to fit in memory"); gix's own
+    // alternate form prints diagnostics as structs.
+    let detail = err.probable_cause().to_string();
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<io::Error>() {
