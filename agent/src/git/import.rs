@@ -8,7 +8,7 @@
 //!
 //! * prerequisites are checked first, so a delta payload for another base fails with a clear
 //!   [`GitError::MissingPrerequisite`] instead of gix's "base object could not be found";
-//! * the pack header is peeked and its object count checked before anything else is read;
+//! * the pack header is read and its object count checked before any entry is;
 //! * delta chains of the new pack are measured from its entry headers;
 //! * only a pack that passed every check is fsynced and renamed into `objects/pack` (pack
 //!   first, then its index: the object database finds packs by their index). The temporary
