@@ -85,12 +85,13 @@ impl ObjectStore {
             File::options().write(true).create_new(true).open(&temp.index).map_err(|e| GitError::io(&temp.index, e))?,
         );
         let kind = self.kind;
+        let alloc_limit = usize::try_from(limits.max_object_size).unwrap_or(usize::MAX);
         let written = gix_pack::index::write_data_iter_to_stream(
             gix_pack::index::Version::default(),
             || {
                 let pack = gix_pack::data::File::at(&temp.pack, kind)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}")))?
-                    .with_alloc_limit_bytes(usize::try_from(limits.max_object_size).ok());
+                    .with_alloc_limit_bytes(Some(alloc_limit));
                 Ok((entry_bytes, pack))
             },
             &mut stream,
@@ -99,7 +100,7 @@ impl ObjectStore {
             &mut index_file,
             &AtomicBool::new(false),
             kind,
-            Some(usize::try_from(limits.max_object_size).unwrap_or(usize::MAX)),
+            Some(alloc_limit),
             version,
         );
         let written = match written {

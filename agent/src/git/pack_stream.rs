@@ -32,7 +32,7 @@ use gix_zlib::{Decompress, FlushDecompress, Status};
 use super::error::{GitError, Limit};
 
 mod tap;
-use tap::{PackFile, Tap};
+use tap::{EntryBudget, PackFile, Tap};
 
 /// Size of a pack header: `PACK`, version, object count.
 pub(super) const PACK_HEADER: usize = 12;
@@ -61,7 +61,6 @@ pub(super) struct PackStream<'a> {
     bases: &'a gix_odb::HandleArc,
     declared: u32,
     left: u32,
-    offset: u64,
     ref_bases: Vec<ObjectId>,
     seen_bases: HashSet<ObjectId>,
     ready: VecDeque<Entry>,
@@ -97,7 +96,6 @@ impl<'a> PackStream<'a> {
             bases,
             declared,
             left: declared,
-            offset: PACK_HEADER as u64,
             ref_bases: Vec::new(),
             seen_bases: HashSet::new(),
             ready: VecDeque::new(),
@@ -156,9 +154,9 @@ impl<'a> PackStream<'a> {
     }
 
     fn read_entry(&mut self) -> Result<Entry, GitError> {
-        let at = self.offset;
+        let at = self.tap.out.len;
         self.tap.out.begin_entry();
-        self.tap.entry_limit = None;
+        self.tap.entry = None;
         let parsed = gix_pack::data::Entry::from_read(&mut self.tap, at, self.kind.len_in_bytes()).map_err(|e| {
             self.tap.failure.take().unwrap_or_else(|| match e.kind() {
                 io::ErrorKind::UnexpectedEof => GitError::malformed(format!(
@@ -177,13 +175,10 @@ impl<'a> PackStream<'a> {
                 format!("pack entry at offset {at}"),
             ));
         }
-        self.tap.entry_limit = Some(header_size + compressed_bound(declared));
-        self.tap.entry_declared = declared;
-        self.tap.entry_at = at;
+        self.tap.entry = Some(EntryBudget { at, declared, limit: header_size + compressed_bound(declared) });
         self.inflate_entry(at, declared)?;
-        self.tap.entry_limit = None;
+        self.tap.entry = None;
         let entry_len = self.tap.out.entry_len;
-        self.offset += entry_len;
         Ok(Entry {
             header: parsed.header,
             header_size: u16::try_from(header_size).map_err(|_| entry_error(at, "header too long"))?,
@@ -202,10 +197,10 @@ impl<'a> PackStream<'a> {
         let mut produced = 0u64;
         loop {
             let (status, consumed, written, eof) = {
-                if let Some(err) = self.tap.fill_buf().err() {
-                    return Err(self.tap.failure.take().unwrap_or_else(|| entry_error(at, err)));
-                }
-                let input = self.tap.fill_buf().unwrap_or_default();
+                let input = match self.tap.fill_buf() {
+                    Ok(input) => input,
+                    Err(err) => return Err(self.tap.failure.take().unwrap_or_else(|| entry_error(at, err))),
+                };
                 let eof = input.is_empty();
                 let flush = if eof { FlushDecompress::Finish } else { FlushDecompress::None };
                 let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
@@ -271,7 +266,7 @@ impl<'a> PackStream<'a> {
                 .declared
                 .checked_add(self.appended)
                 .ok_or_else(|| GitError::malformed("too many objects with the thin-pack bases"))?;
-            checksum = self.tap.out.rewrite_count_and_hash(count, self.kind)?;
+            checksum = self.tap.out.rewrite_count_and_hash(count)?;
         }
         self.tap.out.write_trailer(checksum.as_slice())?;
         if let Some(last) = self.ready.back_mut() {

@@ -16,30 +16,27 @@ use crate::git::error::{GitError, Limit};
 /// The pack source as the stream reads it: every byte consumed is written to the pack file
 /// (while `record`), the stream's size is capped, and so is the current entry's.
 pub(super) struct Tap<'a> {
-    pub(super) source: &'a mut dyn BufRead,
+    source: &'a mut dyn BufRead,
     pub(super) out: PackFile,
     pub(super) record: bool,
     pub(super) served: u64,
-    pub(super) max_bytes: u64,
-    pub(super) entry_limit: Option<u64>,
-    pub(super) entry_declared: u64,
-    pub(super) entry_at: u64,
+    max_bytes: u64,
+    /// The entry being inflated, whose bytes are capped.
+    pub(super) entry: Option<EntryBudget>,
     pub(super) failure: Option<GitError>,
+}
+
+/// The entry a [`Tap`] is serving: where it starts, the size it declares, and the most bytes
+/// (header included, counted by [`PackFile::entry_len`]) it may take.
+pub(super) struct EntryBudget {
+    pub(super) at: u64,
+    pub(super) declared: u64,
+    pub(super) limit: u64,
 }
 
 impl<'a> Tap<'a> {
     pub(super) fn new(source: &'a mut dyn BufRead, out: PackFile, max_bytes: u64) -> Self {
-        Tap {
-            source,
-            out,
-            record: true,
-            served: 0,
-            max_bytes,
-            entry_limit: None,
-            entry_declared: 0,
-            entry_at: 0,
-            failure: None,
-        }
+        Tap { source, out, record: true, served: 0, max_bytes, entry: None, failure: None }
     }
 
     /// Fills `buf` completely; a stream ending first is a truncated pack.
@@ -101,10 +98,9 @@ impl BufRead for Tap<'_> {
             return Err(self.refuse(GitError::size(Limit::TotalBytes, self.max_bytes, None, "pack stream")));
         }
         let mut serve = available.min(usize::try_from(stream_room).unwrap_or(usize::MAX));
-        if let Some(limit) = self.entry_limit {
+        if let Some(&EntryBudget { at, declared, limit }) = self.entry.as_ref() {
             let entry_room = limit.saturating_sub(self.out.entry_len);
             if entry_room == 0 {
-                let (at, declared) = (self.entry_at, self.entry_declared);
                 return Err(self.refuse(entry_error(
                     at,
                     format!(
@@ -152,11 +148,11 @@ impl Read for Tap<'_> {
 /// The pack file being written: hashes everything written to it, and keeps the CRC-32 and
 /// length of the current entry.
 pub(super) struct PackFile {
-    pub(super) file: BufWriter<File>,
-    pub(super) path: PathBuf,
-    pub(super) hash: Option<gix_hash::Hasher>,
-    pub(super) kind: gix_hash::Kind,
-    pub(super) crc: crc32fast::Hasher,
+    file: BufWriter<File>,
+    path: PathBuf,
+    hash: Option<gix_hash::Hasher>,
+    kind: gix_hash::Kind,
+    crc: crc32fast::Hasher,
     pub(super) entry_len: u64,
     pub(super) len: u64,
 }
@@ -194,11 +190,11 @@ impl PackFile {
     }
 
     /// Sets the header's object count to `count` and hashes the whole file again.
-    pub(super) fn rewrite_count_and_hash(&mut self, count: u32, kind: gix_hash::Kind) -> Result<ObjectId, GitError> {
+    pub(super) fn rewrite_count_and_hash(&mut self, count: u32) -> Result<ObjectId, GitError> {
         self.file.flush().map_err(|e| self.io_error(e))?;
         let file = self.file.get_ref();
         file.write_all_at(&count.to_be_bytes(), 8).map_err(|e| self.io_error(e))?;
-        let mut hash = gix_hash::hasher(kind);
+        let mut hash = gix_hash::hasher(self.kind);
         let mut buf = vec![0; 256 << 10];
         let mut at = 0;
         while at < self.len {
