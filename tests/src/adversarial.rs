@@ -131,6 +131,20 @@ pub fn zlib_stored(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// [`zlib_stored`] of `data` with `blocks` empty stored deflate blocks after the zlib
+/// header: it still inflates to `data`, but is 5 bytes longer per block (RELIABILITY.md, F6).
+pub fn zlib_padded(data: &[u8], blocks: u64) -> Vec<u8> {
+    let stored = zlib_stored(data);
+    let mut padded = Vec::with_capacity(blocks as usize * 5 + stored.len());
+    padded.extend_from_slice(&stored[..2]);
+    for _ in 0..blocks {
+        // BFINAL=0, BTYPE=00 (stored), LEN=0, NLEN=0xffff: a block of nothing.
+        padded.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+    }
+    padded.extend_from_slice(&stored[2..]);
+    padded
+}
+
 /// Adler-32, as zlib's trailer.
 pub fn adler32(data: &[u8]) -> u32 {
     let (mut a, mut b) = (1u32, 0u32);

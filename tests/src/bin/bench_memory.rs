@@ -758,14 +758,7 @@ fn padded_entry(args: &Args, pad_mib: u64, work: &Path) -> Result<ForgedRow> {
     let mut rng = Rng(args.seed ^ 0x5bd1_e995);
     let mut filler = vec![0u8; filler_len];
     rng.fill(&mut filler);
-    let stored = adv::zlib_stored(conf);
-    let mut padded = Vec::with_capacity(pad as usize + stored.len());
-    padded.extend_from_slice(&stored[..2]);
-    for _ in 0..pad / 5 {
-        // BFINAL=0, BTYPE=00 (stored), LEN=0, NLEN=0xffff: a block of nothing.
-        padded.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
-    }
-    padded.extend_from_slice(&stored[2..]);
+    let padded = adv::zlib_padded(conf, pad / 5);
     let conf_id = adv::object_id("blob", conf);
     let filler_id = adv::object_id("blob", &filler);
     let mut tree = b"100644 app.conf\0".to_vec();
