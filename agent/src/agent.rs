@@ -262,13 +262,23 @@ impl Agent {
             started_at: 0,
             updated_at: 0,
         })?;
-        let dir = self.slots.prepare_empty(to)?;
-        crate::crash_point!("apply::after-prepare");
-        let stats = crate::git::checkout(objects, validated, &dir)?;
+        let (stats, how) = match self.intact_tree_of(objects, to) {
+            Some(old) => {
+                self.slots.discard_record(to)?;
+                crate::crash_point!("apply::after-discard");
+                (crate::git::update(objects, &old, validated, &self.slots.slot_path(to))?, "updated in place")
+            }
+            None => {
+                let dir = self.slots.prepare_empty(to)?;
+                crate::crash_point!("apply::after-prepare");
+                (crate::git::checkout(objects, validated, &dir)?, "written whole")
+            }
+        };
         crate::crash_point!("apply::after-checkout");
         record.written_at = crate::store::now();
         self.slots.write_record(to, &record)?;
-        tracing::info!(release = record.release, slot = %to, files = stats.files, bytes = stats.bytes, "slot written");
+        tracing::info!(release = record.release, slot = %to, files = stats.files, bytes = stats.bytes,
+            removed = stats.removed, "slot {how}");
         crate::crash_point!("apply::after-record");
 
         // Step 5: journal, then switch.
@@ -285,6 +295,31 @@ impl Agent {
             self.prune();
         }
         Ok(outcome)
+    }
+
+    /// The tree slot `slot` holds, validated, when the slot can be updated in place: it has a
+    /// record, the record's tree is in the store and the slot is exactly that tree, unchanged
+    /// since the record was written ([`crate::git::check_intact`]). `None` sends the apply
+    /// down the full checkout; why is logged.
+    fn intact_tree_of(&self, objects: &ObjectStore, slot: SlotId) -> Option<crate::git::ValidatedTree> {
+        let found = || -> Result<Option<crate::git::ValidatedTree>, Failure> {
+            let (Some(record), Some(since)) = (self.slots.read_record(slot)?, self.slots.record_ctime(slot)?) else {
+                return Ok(None);
+            };
+            let tree: GitOid = record.tree.parse().map_err(|e| Failure::new(Reason::Malformed, e))?;
+            let tree = crate::git::validate_tree(objects, &to_oid(&tree)?, &self.cfg.git_limits)?;
+            match crate::git::check_intact(&tree, &self.slots.slot_path(slot), since) {
+                Ok(()) => Ok(Some(tree)),
+                Err(changed) => {
+                    tracing::info!(%slot, release = record.release, "slot cannot be updated in place: {changed}");
+                    Ok(None)
+                }
+            }
+        };
+        found().unwrap_or_else(|e| {
+            tracing::info!(%slot, "slot cannot be updated in place: its tree cannot be read: {e}");
+            None
+        })
     }
 
     /// Compares the active slot with its release tree. Read-only.

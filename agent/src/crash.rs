@@ -14,8 +14,10 @@
 //! | `download::after-verify`         | `run`: payload downloaded and verified, not applied  |
 //! | `apply::after-import`            | pack imported, nothing journaled                     |
 //! | `apply::after-validate`          | tree validated, nothing journaled                    |
+//! | `apply::after-discard`           | journal `started`, inactive slot's record removed,   |
+//! |                                  | its old tree not yet updated in place                |
 //! | `apply::after-prepare`           | journal `started`, inactive slot empty               |
-//! | `apply::after-checkout`          | slot written and fsynced, no record                  |
+//! | `apply::after-checkout`          | slot written (whole or in place), synced, no record  |
 //! | `apply::after-record`            | slot record written                                  |
 //! | `apply::before-switch`           | journal `switching`, `current` unchanged             |
 //! | `apply::after-switch`            | `current` switched, journal `trial`                  |
@@ -39,6 +41,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "download::after-verify",
     "apply::after-import",
     "apply::after-validate",
+    "apply::after-discard",
     "apply::after-prepare",
     "apply::after-checkout",
     "apply::after-record",

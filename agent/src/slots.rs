@@ -372,6 +372,19 @@ impl Slots {
         Ok(Some(file.slot))
     }
 
+    /// The status-change time (ctime) of slot `id`'s record: the instant after which
+    /// nothing in the slot may have changed for it to be updated in place
+    /// ([`crate::git::check_intact`]). `None` when there is no record.
+    pub fn record_ctime(&self, id: SlotId) -> Result<Option<crate::git::Ctime>, SlotError> {
+        let path = self.slot_path(id).join(RECORD_FILE_NAME);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(Some(crate::git::ctime(&meta))),
+            Ok(_) => Err(SlotError::BadRecord { path, message: "not a regular file".into() }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SlotError::io("inspect", path)(e)),
+        }
+    }
+
     /// Atomically points `current` at slot `id`: makes `current.tmp-<nonce>` -> `slots/<id>`,
     /// renames it over `current` and fsyncs the state directory. The slot must hold a record.
     pub fn switch_to(&self, id: SlotId) -> Result<(), SlotError> {

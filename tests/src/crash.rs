@@ -110,9 +110,20 @@ pub fn copy_dir(from: &Path, to: &Path) {
     assert!(status.success(), "cp -a {} {}: {status}", from.display(), to.display());
 }
 
-/// Copies a state directory into `dev`'s, which must not exist yet.
+/// Copies a state directory into `dev`'s, which must not exist yet. The copy's files get
+/// new status-change times (ctimes) in copy order, so each slot's `.ferry-slot` record is
+/// then written again, same bytes, once the clock has moved on: as on the original device,
+/// the record is later than everything in its slot, which keeps the slot eligible for an
+/// in-place update (`agent/src/git/update.rs`), the path most applies of a device take.
 pub fn copy_state(from: &Path, dev: &Device) {
     copy_dir(from, &dev.state);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for slot in ["a", "b"] {
+        let record = dev.state.join("slots").join(slot).join(".ferry-slot");
+        if let Ok(bytes) = std::fs::read(&record) {
+            std::fs::write(&record, bytes).unwrap_or_else(|e| panic!("rewriting {}: {e}", record.display()));
+        }
+    }
 }
 
 /// One released snapshot as the operator's repo holds it.

@@ -1,6 +1,8 @@
 //! Full and delta apply through the real binaries: the slot equals `git archive` of the
 //! source tree, `current` switches, history and status agree.
 
+use std::os::unix::fs::PermissionsExt;
+
 use ferry_tests::fixture::{Device, Operator};
 use ferry_tests::trees;
 
@@ -90,4 +92,87 @@ fn status_verify_lists_drifted_paths_and_exits_1() {
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
     assert_eq!(v["drift"]["paths"].as_array().map(Vec::len), Some(3), "{v:#}");
     assert_eq!(v["drift"]["restored"], false);
+}
+
+/// `ferry-agent import` with the service's log level, which says how the slot was written.
+fn import_logging_info(dev: &Device, mirror: &std::path::Path) -> ferry_tests::Run {
+    ferry_tests::run(dev.agent(&["import"]).arg(mirror).env("FERRY_LOG", "info")).ok()
+}
+
+/// A delta updates the inactive slot in place when the slot still holds its release exactly
+/// as written (docs/decisions.md, "In-place slot updates"); anything changed in the slot
+/// after its record, even a `chmod` to the same mode, makes the apply write it whole, and
+/// what was added there is gone. The result equals `git archive` either way.
+#[test]
+fn delta_updates_the_older_slot_in_place_unless_it_changed_since() {
+    let op = Operator::new();
+    fleet(&op);
+    let dev = Device::new("stable", &op.root1(), "");
+    let release = |n: u64, files: &[(&str, Option<&str>)]| {
+        op.write(files);
+        op.commit(&format!("release {n}"));
+        op.release("stable", Some("site"), &[]).ok();
+        let r = import_logging_info(&dev, &op.mirror);
+        let expected = op.dir.path().join(format!("expected{n}"));
+        trees::git_archive(&op.repo, "HEAD", Some("site"), &expected);
+        trees::assert_same(&expected, &dev.current());
+        r
+    };
+    let r = release(1, &[]);
+    assert!(r.stderr.contains("slot written whole"), "{}", r.stderr);
+    // Slot B was never written: the first delta writes it whole.
+    let r = release(2, &[("site/app.conf", Some("port = 9090\n"))]);
+    assert!(r.stderr.contains("slot written whole"), "{}", r.stderr);
+    assert_eq!(dev.current_target().as_deref(), Some("slots/b"));
+
+    // Slot A holds release 1, untouched: release 3 updates it in place, writing the two
+    // files that differ from release 1 (app.conf, new.txt) and removing three entries (the
+    // old app.conf, data/readme.txt and the directory it leaves empty).
+    let r = release(3, &[("site/new.txt", Some("n\n")), ("site/data/readme.txt", None)]);
+    assert_eq!(dev.current_target().as_deref(), Some("slots/a"));
+    assert!(r.stderr.contains("slot updated in place"), "{}", r.stderr);
+    assert!(r.stderr.contains("files=2") && r.stderr.contains("removed=3"), "{}", r.stderr);
+
+    // Slot B (release 2) is touched: same mode again, and a file added.
+    let slot_b = dev.state.join("slots/b");
+    let start = slot_b.join("bin/start.sh");
+    std::fs::set_permissions(&start, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(slot_b.join("bin/left-behind"), "x").expect("write");
+    let r = release(4, &[("site/new.txt", Some("four\n"))]);
+    assert_eq!(dev.current_target().as_deref(), Some("slots/b"));
+    assert!(r.stderr.contains("slot cannot be updated in place") && r.stderr.contains("slots/b/bin"), "{}", r.stderr);
+    assert!(r.stderr.contains("slot written whole"), "{}", r.stderr);
+    assert!(!slot_b.join("bin/left-behind").exists());
+}
+
+/// An in-place update that fails halfway (an injected I/O error after the old entries are
+/// removed) leaves `current` on the running release, removes the half-updated slot and is
+/// journaled `aborted`; importing again writes the slot whole.
+#[test]
+fn an_in_place_update_that_fails_halfway_is_removed_and_retried_whole() {
+    let op = Operator::new();
+    fleet(&op);
+    let dev = Device::new("stable", &op.root1(), "");
+    for (n, conf) in [(1, "port = 1\n"), (2, "port = 2\n"), (3, "port = 3\n")] {
+        op.write(&[("site/app.conf", Some(conf))]);
+        op.commit(&format!("release {n}"));
+        op.release("stable", Some("site"), &[]).ok();
+        if n < 3 {
+            dev.import(&op.mirror).ok();
+        }
+    }
+    let failed =
+        ferry_tests::run(dev.agent(&["import"]).arg(&op.mirror).env("FAILPOINTS", "update::after-removals=return"));
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    assert!(failed.stderr.contains("update::after-removals"), "{}", failed.all());
+    assert_eq!(dev.current_target().as_deref(), Some("slots/b"));
+    assert_eq!(dev.applied_release(), Some(2));
+    assert!(!dev.state.join("slots/a").exists(), "the half-updated slot is removed");
+
+    let r = import_logging_info(&dev, &op.mirror);
+    assert!(r.stderr.contains("slot written whole"), "{}", r.stderr);
+    assert_eq!(dev.applied_release(), Some(3));
+    let expected = op.dir.path().join("expected3");
+    trees::git_archive(&op.repo, "HEAD", Some("site"), &expected);
+    trees::assert_same(&expected, &dev.current());
 }

@@ -81,6 +81,12 @@ enum Paths {
     Healthy,
     /// Only a failing one (health retries, rollback).
     Failing,
+    /// The apply that empties the inactive slot and checks the tree out whole: a device's
+    /// first delta (slot B never written) and a failing release whose inactive slot cannot
+    /// be updated in place.
+    Whole,
+    /// Only the in-place update of the inactive slot (a failing release).
+    InPlace,
 }
 
 /// Where a crash point leaves the release being applied.
@@ -115,7 +121,8 @@ const EXPECTED: &[Expect] = &[
     expect("download::after-verify", At::Before, Paths::Both, Via::Daemon),
     expect("apply::after-import", At::Before, Paths::Both, Via::Import),
     expect("apply::after-validate", At::Before, Paths::Both, Via::Import),
-    expect("apply::after-prepare", At::Open("started", false), Paths::Both, Via::Import),
+    expect("apply::after-discard", At::Open("started", false), Paths::InPlace, Via::Import),
+    expect("apply::after-prepare", At::Open("started", false), Paths::Whole, Via::Import),
     expect("apply::after-checkout", At::Open("started", false), Paths::Both, Via::Import),
     expect("apply::after-record", At::Open("started", false), Paths::Both, Via::Import),
     expect("apply::before-switch", At::Open("switching", false), Paths::Both, Via::Import),
@@ -141,14 +148,19 @@ struct Flow {
     to: u64,
     /// Release `to` passes its health check.
     healthy: bool,
+    /// The inactive slot of the forked device loses its record before the run, so the apply
+    /// empties it and checks out the whole tree instead of updating it in place.
+    whole: bool,
 }
 
 /// Small trees: every named crash point.
-const SMALL_HEALTHY: Flow = Flow { from: 1, to: 2, healthy: true };
-const SMALL_FAILING: Flow = Flow { from: 2, to: 3, healthy: false };
+const SMALL_HEALTHY: Flow = Flow { from: 1, to: 2, healthy: true, whole: false };
+const SMALL_FAILING: Flow = Flow { from: 2, to: 3, healthy: false, whole: false };
+/// The same release as [`SMALL_FAILING`], into an inactive slot that is emptied first.
+const SMALL_FAILING_WHOLE: Flow = Flow { whole: true, ..SMALL_FAILING };
 /// Bulk trees: random instants.
-const BIG_HEALTHY: Flow = Flow { from: 2, to: 4, healthy: true };
-const BIG_FAILING: Flow = Flow { from: 4, to: 5, healthy: false };
+const BIG_HEALTHY: Flow = Flow { from: 2, to: 4, healthy: true, whole: false };
+const BIG_FAILING: Flow = Flow { from: 4, to: 5, healthy: false, whole: false };
 /// The random runs, in turn: small trees are cheap and their whole protocol (download,
 /// import, checkout, switch, health checks, rollback, report upload) fits in a short window;
 /// bulk trees spend long enough writing a slot that kills land inside the checkout.
@@ -449,6 +461,9 @@ fn crash_run(world: &World, via: Via, flow: Flow, kills: &[Kill<'_>]) -> Result<
         Via::Import => (world.fork(flow.from), String::new()),
         Via::Daemon => world.daemon_device(flow),
     };
+    if flow.whole {
+        drop_inactive_record(&dev);
+    }
     let mirror = &world.mirrors[&flow.to];
     let fleet_db = &world.servers[&flow.to].db;
     let command = || match via {
@@ -540,6 +555,14 @@ fn crash_run(world: &World, via: Via, flow: Flow, kills: &[Kill<'_>]) -> Result<
         line.push_str(&format!(", {stored} reports delivered once each"));
     }
     Ok(Outcome { crashes, finished_first, line })
+}
+
+/// Removes the record of the slot `current` does not point at, as a failed trial does.
+fn drop_inactive_record(dev: &Device) {
+    let current = std::fs::read_link(dev.state.join("current")).expect("current link");
+    let inactive = if current == Path::new("slots/a") { "b" } else { "a" };
+    let record = dev.state.join("slots").join(inactive).join(".ferry-slot");
+    std::fs::remove_file(&record).unwrap_or_else(|e| panic!("removing {}: {e}", record.display()));
 }
 
 /// Runs `cmd` and stops it as `kill` says. `None` when it was stopped; how long it ran when
@@ -695,22 +718,25 @@ fn kill_9_at_every_crash_point_and_at_random_instants_leaves_one_whole_tree() {
             Paths::Both => &[SMALL_HEALTHY, SMALL_FAILING],
             Paths::Healthy => &[SMALL_HEALTHY],
             Paths::Failing => &[SMALL_FAILING],
+            Paths::Whole => &[SMALL_HEALTHY, SMALL_FAILING_WHOLE],
+            Paths::InPlace => &[SMALL_FAILING],
         };
         for flow in flows {
-            let label = format!("{} ({:?} {} -> {})", expect.point, expect.via, flow.from, flow.to);
+            let whole = if flow.whole { ", whole" } else { "" };
+            let label = format!("{} ({:?} {} -> {}{whole})", expect.point, expect.via, flow.from, flow.to);
             tally.record("named", &label, || crash_run(&world, expect.via, *flow, &[Kill::CrashPoint(expect.point)]));
             named_runs += 1;
         }
     }
 
     // Each slot failpoint, as a panic and as an injected I/O error. All of them are on the
-    // failing path from release 2, where slot A (release 1) is emptied and both switches
-    // happen. (Not kills: counted apart.)
+    // failing path from release 2 with slot A's record dropped, where slot A (release 1) is
+    // emptied and both switches happen. (Not kills: counted apart.)
     let mut slot_runs = 0;
     for point in &slot_points {
         for (action, kill) in [("panic", Kill::Panic(point)), ("return", Kill::Error(point))] {
-            let label = format!("{point}={action} ({} -> {})", SMALL_FAILING.from, SMALL_FAILING.to);
-            tally.record("slot", &label, || crash_run(&world, Via::Import, SMALL_FAILING, &[kill]));
+            let label = format!("{point}={action} ({} -> {}, whole)", SMALL_FAILING.from, SMALL_FAILING.to);
+            tally.record("slot", &label, || crash_run(&world, Via::Import, SMALL_FAILING_WHOLE, &[kill]));
             slot_runs += 1;
         }
     }

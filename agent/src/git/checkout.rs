@@ -25,15 +25,15 @@ use std::fs::{DirBuilder, File, Permissions};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gix_object::bstr::ByteSlice;
 
 use super::error::GitError;
-use super::tree::{EntryKind, ValidatedTree};
+use super::tree::{Entry, EntryKind, ValidatedTree};
 use super::{rel_path, ObjectStore};
 
-/// What a checkout wrote.
+/// What a checkout or an in-place update wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CheckoutStats {
     /// Regular files written.
@@ -44,27 +44,53 @@ pub struct CheckoutStats {
     pub dirs: u64,
     /// Bytes written to regular files.
     pub bytes: u64,
+    /// Entries of the previous tree removed (an in-place update only; a directory counts once).
+    pub removed: u64,
 }
 
 /// Checks out `tree` into `dest`, which must be an existing, empty directory (not a
-/// symlink). Raw blob bytes, modes 0644/0755, symlinks as symlinks; everything durable (one `syncfs`) before it returns.
+/// symlink). Raw blob bytes, modes 0644/0755, symlinks as symlinks; everything durable (one
+/// `syncfs`) before it returns.
 pub fn checkout(store: &ObjectStore, tree: &ValidatedTree, dest: &Path) -> Result<CheckoutStats, GitError> {
     ensure_empty_dir(dest)?;
-    let mut stats = CheckoutStats::default();
-    let mut dirs = Vec::new();
-    let mut buf = Vec::new();
+    let mut writer = Writer::new(store, dest);
     for entry in tree.entries() {
-        let path = dest.join(rel_path(entry.path.as_bstr()));
+        writer.create(entry)?;
+    }
+    let stats = writer.finish()?;
+    tracing::debug!(tree = %tree.id(), dest = %dest.display(), files = stats.files, bytes = stats.bytes, "checked out");
+    Ok(stats)
+}
+
+/// Creates tree entries under a slot directory and makes them durable: the part a full
+/// checkout and an in-place update ([`super::update`]) share.
+pub(super) struct Writer<'a> {
+    store: &'a ObjectStore,
+    dest: &'a Path,
+    stats: CheckoutStats,
+    dirs: Vec<PathBuf>,
+    buf: Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn new(store: &'a ObjectStore, dest: &'a Path) -> Self {
+        Writer { store, dest, stats: CheckoutStats::default(), dirs: Vec::new(), buf: Vec::new() }
+    }
+
+    /// Creates `entry` under `dest`; nothing may exist at its path yet, and its parent
+    /// directory must (entries come in path order).
+    pub(super) fn create(&mut self, entry: &Entry) -> Result<(), GitError> {
+        let path = self.dest.join(rel_path(entry.path.as_bstr()));
         let io = |e| GitError::io(&path, e);
         match &entry.kind {
             EntryKind::Dir => {
                 DirBuilder::new().mode(0o755).create(&path).map_err(io)?;
-                stats.dirs += 1;
-                dirs.push(path);
+                self.stats.dirs += 1;
+                self.dirs.push(path);
             }
             EntryKind::File { executable, size } => {
                 let blob = gix_object::Kind::Blob;
-                let data = store.read_object(&entry.id, blob, *size, Some(entry.path.as_bstr()), &mut buf)?;
+                let data = self.store.read_object(&entry.id, blob, *size, Some(entry.path.as_bstr()), &mut self.buf)?;
                 let mode = if *executable { 0o755 } else { 0o644 };
                 let mut file = gix_fs::open_options_no_follow()
                     .write(true)
@@ -73,20 +99,47 @@ pub fn checkout(store: &ObjectStore, tree: &ValidatedTree, dest: &Path) -> Resul
                     .open(&path)
                     .map_err(io)?;
                 file.write_all(data).and_then(|()| file.set_permissions(Permissions::from_mode(mode))).map_err(io)?;
-                stats.files += 1;
-                stats.bytes += data.len() as u64;
+                self.stats.files += 1;
+                self.stats.bytes += data.len() as u64;
             }
             EntryKind::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(io)?;
-                stats.symlinks += 1;
+                self.stats.symlinks += 1;
             }
         }
+        Ok(())
     }
-    set_dir_modes(dirs)?;
-    let root = File::open(dest).map_err(|e| GitError::io(dest, e))?;
-    rustix::fs::syncfs(&root).map_err(|e| GitError::io(dest, e.into()))?;
-    tracing::debug!(tree = %tree.id(), dest = %dest.display(), files = stats.files, bytes = stats.bytes, "checked out");
-    Ok(stats)
+
+    /// Counts an entry removed by the caller.
+    pub(super) fn count_removed(&mut self) {
+        self.stats.removed += 1;
+    }
+
+    /// Gives the new directories exactly 0755, makes the whole file system durable with one
+    /// `syncfs(2)`, then waits for the file-system clock to pass the present, so that anything
+    /// changed in the slot from now on gets a later ctime than everything written here (what
+    /// [`super::check_intact`] relies on; the slot record is written after this returns).
+    pub(super) fn finish(self) -> Result<CheckoutStats, GitError> {
+        set_dir_modes(&self.dirs)?;
+        let root = File::open(self.dest).map_err(|e| GitError::io(self.dest, e))?;
+        rustix::fs::syncfs(&root).map_err(|e| GitError::io(self.dest, e.into()))?;
+        wait_for_clock_tick();
+        Ok(self.stats)
+    }
+}
+
+/// Returns once `CLOCK_REALTIME_COARSE`, the clock new file timestamps come from, has
+/// passed the precise time of the call. Every timestamp given so far (coarse, or precise
+/// where the kernel uses multigrain timestamps) is then strictly earlier than any given
+/// from now on. Waiting for the coarse clock to change once is not enough: on a tickless
+/// kernel it can lag the precise clock by more than a tick (measured here: 5.6 ms behind a
+/// precise directory ctime). Typically one to a few milliseconds.
+fn wait_for_clock_tick() {
+    use rustix::time::{clock_gettime, ClockId};
+    let now = clock_gettime(ClockId::Realtime);
+    while clock_gettime(ClockId::RealtimeCoarse) <= now {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn ensure_empty_dir(dest: &Path) -> Result<(), GitError> {
@@ -103,8 +156,8 @@ fn ensure_empty_dir(dest: &Path) -> Result<(), GitError> {
 }
 
 /// Gives `dirs` exactly 0755, whatever the umask made of them.
-fn set_dir_modes(dirs: Vec<std::path::PathBuf>) -> Result<(), GitError> {
-    for dir in &dirs {
+fn set_dir_modes(dirs: &[PathBuf]) -> Result<(), GitError> {
+    for dir in dirs {
         std::fs::set_permissions(dir, Permissions::from_mode(0o755)).map_err(|e| GitError::io(dir, e))?;
     }
     Ok(())

@@ -13,7 +13,9 @@
 //!    links). It also proves every object the tree reaches is present. Only it can produce a
 //!    [`ValidatedTree`].
 //! 3. [`checkout`] writes a [`ValidatedTree`] into an empty directory as raw bytes (no
-//!    `.gitattributes` filters), then fsyncs every file and directory.
+//!    `.gitattributes` filters), then makes it durable with one `syncfs`; or, when the slot
+//!    still holds the tree it was last written with ([`check_intact`]), [`update`] writes
+//!    only the entries that differ.
 //! 4. [`diff_dir_against_tree`] later compares a slot with its tree for drift;
 //!    [`ObjectStore::prune`] drops packs no kept release needs.
 //!
@@ -27,6 +29,7 @@ mod names;
 mod pack_stream;
 mod prune;
 mod tree;
+mod update;
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +47,7 @@ pub use error::{GitError, Limit, PathProblem, SymlinkProblem};
 pub use import::ImportOutcome;
 pub use prune::PruneOutcome;
 pub use tree::{validate_tree, ValidatedTree};
+pub use update::{check_intact, ctime, update, Ctime, NotIntact};
 
 /// A tree path (slash-separated bytes) as a relative file system path.
 fn rel_path(path: &BStr) -> &Path {

@@ -5,6 +5,7 @@
 mod checkout;
 mod import;
 mod unsafe_trees;
+mod update;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -1,0 +1,172 @@
+//! Bringing a slot that holds one tree to another in place, writing only what changed
+//! (DESIGN "Apply", step 4, as docs/decisions.md "In-place slot updates" refines it).
+//!
+//! A slot is reused only when [`check_intact`] finds it exactly as a checkout or an update
+//! left it, judged from metadata without reading file contents: every path of the old tree
+//! and nothing else (the root's `.ferry-slot` record aside), each of the right kind, files
+//! of the blob's size with mode exactly 0644 or 0755, directories 0755, symlinks with the
+//! tree's target, and every one with a status-change time (ctime) earlier than the slot
+//! record's. ctime cannot be set from user space: writing, truncating, renaming, linking,
+//! `chmod`, `chown` and `touch` all set it to the current time, and a checkout or update
+//! returns only once the file-system clock has passed the present, so the record written
+//! next is strictly later than everything written before it, and anything changed after the
+//! record is caught. Whatever fails the check (or any error while checking) makes the slot
+//! be emptied and checked out whole, as before.
+//!
+//! [`update`] then removes, deepest first, every old entry the new tree does not hold
+//! unchanged (same kind, and for files and links the same blob id, mode and target), and
+//! creates, parents first, every new entry the slot does not hold yet, exactly as a
+//! checkout would (exclusive creates that never follow a link), then makes it durable with
+//! one `syncfs`. The caller removes the slot's record before updating, so a crash midway
+//! leaves a slot without a record: incomplete, removed on the next start, never switched to.
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use gix_object::bstr::{BStr, BString, ByteSlice};
+
+use super::checkout::{CheckoutStats, Writer};
+use super::error::GitError;
+use super::tree::{Entry, EntryKind, ValidatedTree, SLOT_RECORD};
+use super::{rel_path, ObjectStore};
+
+/// A file's status-change time: seconds and nanoseconds since the Unix epoch.
+pub type Ctime = (i64, i64);
+
+/// The ctime of `meta`.
+pub fn ctime(meta: &std::fs::Metadata) -> Ctime {
+    (meta.ctime(), meta.ctime_nsec())
+}
+
+/// Why a slot cannot be updated in place: the first difference found, one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {what}", path.display())]
+pub struct NotIntact {
+    /// The path that differs, under the slot.
+    pub path: PathBuf,
+    /// How it differs.
+    pub what: String,
+}
+
+/// Checks that `dest` holds exactly `tree` as written by a checkout or update, with nothing
+/// changed since `record_ctime` (the ctime of the slot's record). See the module docs.
+pub fn check_intact(tree: &ValidatedTree, dest: &Path, record_ctime: Ctime) -> Result<(), NotIntact> {
+    let expected: HashMap<&BStr, &Entry> = tree.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
+    let mut check = Check { expected, record_ctime, seen: 0 };
+    check.walk(dest, &BString::default())?;
+    if check.seen != tree.entries().len() {
+        let on_disk = |e: &&Entry| std::fs::symlink_metadata(dest.join(rel_path(e.path.as_bstr()))).is_ok();
+        let missing = tree
+            .entries()
+            .iter()
+            .find(|e| !on_disk(e))
+            .map_or_else(PathBuf::new, |e| rel_path(e.path.as_bstr()).to_owned());
+        return Err(NotIntact { path: missing, what: "missing".into() });
+    }
+    Ok(())
+}
+
+struct Check<'t> {
+    expected: HashMap<&'t BStr, &'t Entry>,
+    record_ctime: Ctime,
+    seen: usize,
+}
+
+impl Check<'_> {
+    fn walk(&mut self, abs: &Path, rel: &BString) -> Result<(), NotIntact> {
+        let fail = |path: &Path, what: String| NotIntact { path: path.to_owned(), what };
+        let listing = std::fs::read_dir(abs).map_err(|e| fail(abs, format!("cannot list: {e}")))?;
+        for dirent in listing {
+            let dirent = dirent.map_err(|e| fail(abs, format!("cannot list: {e}")))?;
+            let name = dirent.file_name();
+            if rel.is_empty() && name.as_bytes() == SLOT_RECORD {
+                continue;
+            }
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.as_bytes());
+            let on_disk = dirent.path();
+            let Some(entry) = self.expected.get(path.as_bstr()).copied() else {
+                return Err(fail(&on_disk, "not in the slot's tree".into()));
+            };
+            let meta = std::fs::symlink_metadata(&on_disk).map_err(|e| fail(&on_disk, format!("cannot stat: {e}")))?;
+            if ctime(&meta) >= self.record_ctime {
+                return Err(fail(&on_disk, "changed after the slot was written (ctime)".into()));
+            }
+            self.seen += 1;
+            let mode = meta.permissions().mode() & 0o7777;
+            let file_type = meta.file_type();
+            match &entry.kind {
+                EntryKind::Dir if file_type.is_dir() && mode == 0o755 => self.walk(&on_disk, &path)?,
+                EntryKind::File { executable, size } if file_type.is_file() => {
+                    let want = if *executable { 0o755 } else { 0o644 };
+                    if mode != want || meta.len() != *size {
+                        return Err(fail(&on_disk, format!("mode {mode:o}, {} bytes", meta.len())));
+                    }
+                }
+                EntryKind::Symlink { target } if file_type.is_symlink() => {
+                    let actual =
+                        std::fs::read_link(&on_disk).map_err(|e| fail(&on_disk, format!("cannot read link: {e}")))?;
+                    if actual.as_os_str().as_bytes() != target.as_slice() {
+                        return Err(fail(&on_disk, "symlink target differs".into()));
+                    }
+                }
+                _ => return Err(fail(&on_disk, format!("not what the tree holds there (mode {mode:o})"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the slot can keep `old` where the new tree has `new`.
+fn unchanged(old: &Entry, new: &Entry) -> bool {
+    match (&old.kind, &new.kind) {
+        (EntryKind::Dir, EntryKind::Dir) => true,
+        (a, b) => a == b && old.id == new.id,
+    }
+}
+
+/// Brings `dest`, which holds `old` (checked with [`check_intact`], its record removed), to
+/// `new`, writing only what differs; durable (one `syncfs`) before it returns. On error
+/// `dest` holds a mix of both trees: the caller removes the slot.
+pub fn update(
+    store: &ObjectStore,
+    old: &ValidatedTree,
+    new: &ValidatedTree,
+    dest: &Path,
+) -> Result<CheckoutStats, GitError> {
+    let new_by_path: HashMap<&BStr, &Entry> = new.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
+    let old_by_path: HashMap<&BStr, &Entry> = old.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
+    let mut writer = Writer::new(store, dest);
+
+    // Deepest first: a directory's contents sort after it, so they go before it.
+    for entry in old.entries().iter().rev() {
+        if new_by_path.get(entry.path.as_bstr()).is_some_and(|n| unchanged(entry, n)) {
+            continue;
+        }
+        let path = dest.join(rel_path(entry.path.as_bstr()));
+        let removed = match entry.kind {
+            EntryKind::Dir => std::fs::remove_dir(&path),
+            EntryKind::File { .. } | EntryKind::Symlink { .. } => std::fs::remove_file(&path),
+        };
+        removed.map_err(|e| GitError::io(&path, e))?;
+        writer.count_removed();
+    }
+    fail::fail_point!("update::after-removals", |_| {
+        Err(GitError::io(dest, std::io::Error::other("failpoint update::after-removals fired")))
+    });
+    for entry in new.entries() {
+        if old_by_path.get(entry.path.as_bstr()).is_some_and(|o| unchanged(o, entry)) {
+            continue;
+        }
+        writer.create(entry)?;
+    }
+    let stats = writer.finish()?;
+    tracing::debug!(from = %old.id(), to = %new.id(), dest = %dest.display(), files = stats.files,
+        bytes = stats.bytes, removed = stats.removed, "updated in place");
+    Ok(stats)
+}
