@@ -289,10 +289,12 @@ fn store_payload(agent: &mut Agent, c: &Candidate) -> Result<(), Failure> {
     if !store.begin_payload(&c.payload.sha256, &c.manifest.digest(), c.payload.size)? {
         return Ok(()); // verified meanwhile by another writer (the daemon)
     }
+    let started = std::time::Instant::now();
     let result = copy_payload(store, &mut file, &c.payload);
     if result.is_err() {
         store.discard_unverified_payload(&c.payload.sha256)?;
     }
+    tracing::debug!(bytes = c.payload.size, took = ?started.elapsed(), ok = result.is_ok(), "payload stored and hashed");
     result
 }
 

@@ -18,8 +18,17 @@
 //!
 //! Each run applies the full release and then every delta in order on a fresh device, so
 //! every step starts from the state the previous one left; the three tools alternate
-//! within a run. The first run also compares each tool's tree with the snapshot (`diff -r`,
-//! untimed).
+//! within a run, in an order rotated from run to run (each goes first once in three runs).
+//! The first run also compares each tool's tree with the snapshot (`diff -r`, untimed).
+//!
+//! Nothing is deleted between runs (every run's directories go at the end), and the
+//! measurements start [`SETTLE`] after a `sync`: on ext4 without a journal (this machine's
+//! disk) the inode allocator skips every inode freed in the last minute, scanning past
+//! each one (`recently_deleted` in `fs/ext4/ialloc.c`), so whichever tool creates files right
+//! after thousands were deleted pays for it. Measured: the same full Ferry apply took
+//! 3.2–3.8 s right after another device's tree was removed and 2.2–2.6 s a minute later,
+//! two thirds of its CPU time in `find_inode_bit` (`perf record`). Deleting between runs
+//! made the first tool of the next run, always Ferry, pay for the others' cleanup.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,6 +69,10 @@ pub fn measure(
     let steps = snapshots.len();
     let empty = || Timings { samples: vec![Vec::new(); steps] };
     let mut applied = Applied { ferry: empty(), git: empty(), ostree: empty() };
+    util::bash("sync")?;
+    eprintln!("  waiting {SETTLE:?} for inodes freed by the preparation to age (see apply.rs)…");
+    std::thread::sleep(SETTLE);
+    let mut made = Vec::new();
     for run in 0..runs {
         let check = run == 0;
         let ferry_dir = work.join(format!("ferry-{run}"));
@@ -76,38 +89,53 @@ pub fn measure(
                 _ => payloads.iter().find(|p| p.from == Some(step as u64)),
             }
             .with_context(|| format!("release {release} lacks its payload"))?;
-            let took = util::time(&mut device.import(&file.file))?;
-            if device.applied()? != release as u64 {
-                bail!("ferry-agent import did not apply release {release}");
-            }
-            applied.ferry.samples[step].push(took);
-            if check {
-                same_tree(&snapshot.dir, &ferry_dir.join("state").join("current"))?;
-            }
-
-            applied.git.samples[step].push(util::time_bash(&git_script(&git_dir, published, step))?);
-            if check {
-                same_tree(&snapshot.dir, &git_dir.join("current"))?;
-            }
-
-            applied.ostree.samples[step].push(util::time_bash(&ostree_script(&ostree_dir, published, step))?);
-            if check {
-                same_tree(&snapshot.dir, &ostree_dir.join("current"))?;
+            for tool in (0..3).map(|i| (i + run) % 3) {
+                match tool {
+                    0 => {
+                        let took = util::time(&mut device.import(&file.file))?;
+                        if device.applied()? != release as u64 {
+                            bail!("ferry-agent import did not apply release {release}");
+                        }
+                        applied.ferry.samples[step].push(took);
+                        if check {
+                            same_tree(&snapshot.dir, &ferry_dir.join("state").join("current"))?;
+                        }
+                    }
+                    1 => {
+                        applied.git.samples[step].push(util::time_bash(&git_script(&git_dir, published, step))?);
+                        if check {
+                            same_tree(&snapshot.dir, &git_dir.join("current"))?;
+                        }
+                    }
+                    _ => {
+                        let script = ostree_script(&ostree_dir, published, step);
+                        applied.ostree.samples[step].push(util::time_bash(&script)?);
+                        if check {
+                            same_tree(&snapshot.dir, &ostree_dir.join("current"))?;
+                        }
+                    }
+                }
             }
             eprintln!(
                 "  run {} release {release}: ferry {}, git {}, ostree {}",
                 run + 1,
-                util::secs(took),
+                util::secs(applied.ferry.samples[step][run]),
                 util::secs(applied.git.samples[step][run]),
                 util::secs(applied.ostree.samples[step][run])
             );
         }
-        for dir in [&ferry_dir, &git_dir, &ostree_dir] {
-            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-        }
+        made.extend([ferry_dir, git_dir, ostree_dir]);
+    }
+    for dir in &made {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(applied)
 }
+
+/// How long the apply measurements wait after a `sync` before they start: ext4 without a
+/// journal skips inodes freed in the last 60 s (300 s more while their inode table block is
+/// dirty) when it allocates new ones.
+const SETTLE: Duration = Duration::from_secs(65);
 
 /// fsyncs every file and directory under the given paths, then switches `current` in `dir`
 /// to `slot` by renaming a new link over it, and fsyncs `dir`.

@@ -64,8 +64,10 @@ struct Args {
     /// Size of data set (a)'s base tree in MB (binaries fill what text leaves).
     #[arg(long, default_value_t = 200)]
     mb: u64,
-    /// Share of files each release of data set (a) changes, in percent.
-    #[arg(long, value_delimiter = ',', default_value = "0.1,1,10")]
+    /// Share of files each release of data set (a) changes, in percent. The second 0.1 %
+    /// release is the first small delta a device applies into a slot holding an earlier
+    /// release (in place); the first delta of a fresh device fills the empty slot B.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,1,10,0.1")]
     shares: Vec<f64>,
     /// The crate of data set (b).
     #[arg(long = "crate", default_value = "tokio")]
