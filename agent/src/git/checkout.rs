@@ -26,6 +26,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use gix_object::bstr::ByteSlice;
 
@@ -62,24 +63,31 @@ pub fn checkout(store: &ObjectStore, tree: &ValidatedTree, dest: &Path) -> Resul
     Ok(stats)
 }
 
+/// Most threads writing files at once: file writing is mostly system time (page cache
+/// copies, inode allocation), which spreads over cores; more than four gains little on a
+/// device and costs a blob buffer each.
+const MAX_WRITERS: usize = 4;
+
 /// Creates tree entries under a slot directory and makes them durable: the part a full
-/// checkout and an in-place update ([`super::update`]) share.
+/// checkout and an in-place update ([`super::update`]) share. Directories and symlinks are
+/// made at once, in path order; files are collected and written by [`Writer::finish`] on
+/// up to [`MAX_WRITERS`] threads, once every directory exists.
 pub(super) struct Writer<'a> {
     store: &'a ObjectStore,
     dest: &'a Path,
     stats: CheckoutStats,
     dirs: Vec<PathBuf>,
-    buf: Vec<u8>,
+    files: Vec<&'a Entry>,
 }
 
 impl<'a> Writer<'a> {
     pub(super) fn new(store: &'a ObjectStore, dest: &'a Path) -> Self {
-        Writer { store, dest, stats: CheckoutStats::default(), dirs: Vec::new(), buf: Vec::new() }
+        Writer { store, dest, stats: CheckoutStats::default(), dirs: Vec::new(), files: Vec::new() }
     }
 
-    /// Creates `entry` under `dest`; nothing may exist at its path yet, and its parent
-    /// directory must (entries come in path order).
-    pub(super) fn create(&mut self, entry: &Entry) -> Result<(), GitError> {
+    /// Creates `entry` under `dest` (a file: later, in [`Writer::finish`]); nothing may exist
+    /// at its path yet, and its parent directory must (entries come in path order).
+    pub(super) fn create(&mut self, entry: &'a Entry) -> Result<(), GitError> {
         let path = self.dest.join(rel_path(entry.path.as_bstr()));
         let io = |e| GitError::io(&path, e);
         match &entry.kind {
@@ -88,24 +96,54 @@ impl<'a> Writer<'a> {
                 self.stats.dirs += 1;
                 self.dirs.push(path);
             }
-            EntryKind::File { executable, size } => {
-                let blob = gix_object::Kind::Blob;
-                let data = self.store.read_object(&entry.id, blob, *size, Some(entry.path.as_bstr()), &mut self.buf)?;
-                let mode = if *executable { 0o755 } else { 0o644 };
-                let mut file = gix_fs::open_options_no_follow()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io)?;
-                file.write_all(data).and_then(|()| file.set_permissions(Permissions::from_mode(mode))).map_err(io)?;
-                self.stats.files += 1;
-                self.stats.bytes += data.len() as u64;
-            }
+            EntryKind::File { .. } => self.files.push(entry),
             EntryKind::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(io)?;
                 self.stats.symlinks += 1;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes the collected files, each thread taking the next one from a shared counter,
+    /// with its own object-store handle and blob buffer. The first error stops the others.
+    fn write_files(&mut self) -> Result<(), GitError> {
+        let files = std::mem::take(&mut self.files);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WRITERS);
+        let threads = threads.min(files.len() / 16).max(1);
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let work = |store: &ObjectStore| -> Result<(u64, u64), GitError> {
+            let (mut count, mut bytes, mut buf) = (0, 0, Vec::new());
+            while !failed.load(Ordering::Relaxed) {
+                let Some(entry) = files.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                match write_file(store, self.dest, entry, &mut buf) {
+                    Ok(n) => (count, bytes) = (count + 1, bytes + n),
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            Ok((count, bytes))
+        };
+        let results: Vec<Result<(u64, u64), GitError>> = if threads == 1 {
+            vec![work(self.store)]
+        } else {
+            std::thread::scope(|scope| {
+                let spawned: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let store = self.store.clone();
+                        scope.spawn(move || work(&store))
+                    })
+                    .collect();
+                spawned.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+            })
+        };
+        for result in results {
+            let (count, bytes) = result?;
+            self.stats.files += count;
+            self.stats.bytes += bytes;
         }
         Ok(())
     }
@@ -119,13 +157,29 @@ impl<'a> Writer<'a> {
     /// `syncfs(2)`, then waits for the file-system clock to pass the present, so that anything
     /// changed in the slot from now on gets a later ctime than everything written here (what
     /// [`super::check_intact`] relies on; the slot record is written after this returns).
-    pub(super) fn finish(self) -> Result<CheckoutStats, GitError> {
+    pub(super) fn finish(mut self) -> Result<CheckoutStats, GitError> {
+        self.write_files()?;
         set_dir_modes(&self.dirs)?;
         let root = File::open(self.dest).map_err(|e| GitError::io(self.dest, e))?;
         rustix::fs::syncfs(&root).map_err(|e| GitError::io(self.dest, e.into()))?;
         wait_for_clock_tick();
         Ok(self.stats)
     }
+}
+
+/// Writes one regular file exclusively (never through a link, never over anything) with the
+/// blob's raw bytes and mode 0644 or 0755; returns the bytes written.
+fn write_file(store: &ObjectStore, dest: &Path, entry: &Entry, buf: &mut Vec<u8>) -> Result<u64, GitError> {
+    let EntryKind::File { executable, size } = entry.kind else {
+        return Err(GitError::malformed(format!("{:?} is not a file", entry.path)));
+    };
+    let path = dest.join(rel_path(entry.path.as_bstr()));
+    let io = |e| GitError::io(&path, e);
+    let data = store.read_object(&entry.id, gix_object::Kind::Blob, size, Some(entry.path.as_bstr()), buf)?;
+    let mode = if executable { 0o755 } else { 0o644 };
+    let mut file = gix_fs::open_options_no_follow().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
+    file.write_all(data).and_then(|()| file.set_permissions(Permissions::from_mode(mode))).map_err(io)?;
+    Ok(data.len() as u64)
 }
 
 /// Returns once `CLOCK_REALTIME_COARSE`, the clock new file timestamps come from, has

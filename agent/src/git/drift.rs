@@ -174,6 +174,6 @@ impl Diff<'_> {
             // Changed while we read it: certainly not the blob.
             return Ok(gix_hash::ObjectId::null(self.kind));
         }
-        hasher.try_finalize().map_err(|e| GitError::io(path, std::io::Error::other(format!("{e:#}"))))
+        hasher.try_finalize().map_err(|e| GitError::io(path, std::io::Error::other(format!("{e}"))))
     }
 }

@@ -74,7 +74,7 @@ impl ObjectStore {
             _ => GitError::PackRead { source: e },
         })?;
         let (version, declared) =
-            gix_pack::data::header::decode(&header).map_err(|e| GitError::malformed(format!("pack header: {e:#}")))?;
+            gix_pack::data::header::decode(&header).map_err(|e| GitError::malformed(format!("pack header: {e}")))?;
         if u64::from(declared) > limits.max_objects {
             return Err(GitError::size(Limit::Objects, limits.max_objects, Some(declared.into()), "pack header"));
         }
@@ -90,7 +90,7 @@ impl ObjectStore {
             gix_pack::index::Version::default(),
             || {
                 let pack = gix_pack::data::File::at(&temp.pack, kind)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}")))?
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}")))?
                     .with_alloc_limit_bytes(Some(alloc_limit));
                 Ok((entry_bytes, pack))
             },
@@ -212,9 +212,9 @@ impl Drop for NewPack {
 /// Longest delta chain of the pack at `data` (with index `index`), failing above `max`.
 fn longest_delta_chain(index: &Path, data: &Path, kind: gix_hash::Kind, max: u32) -> Result<u32, GitError> {
     let index = gix_pack::index::File::at(index, kind)
-        .map_err(|e| GitError::Store { detail: format!("{}: {e:#}", index.display()) })?;
+        .map_err(|e| GitError::Store { detail: format!("{}: {e}", index.display()) })?;
     let pack = gix_pack::data::File::at(data, kind)
-        .map_err(|e| GitError::Store { detail: format!("{}: {e:#}", data.display()) })?;
+        .map_err(|e| GitError::Store { detail: format!("{}: {e}", data.display()) })?;
     let mut depth_at: HashMap<u64, u32> = HashMap::with_capacity(index.num_objects() as usize);
     let mut chain = Vec::new();
     let mut longest = 0;
@@ -228,8 +228,7 @@ fn longest_delta_chain(index: &Path, data: &Path, kind: gix_hash::Kind, max: u32
             if chain.len() > max as usize {
                 return Err(GitError::size(Limit::DeltaChain, max.into(), None, "the imported pack"));
             }
-            let entry =
-                pack.entry(offset).map_err(|e| GitError::malformed(format!("pack entry at {offset}: {e:#}")))?;
+            let entry = pack.entry(offset).map_err(|e| GitError::malformed(format!("pack entry at {offset}: {e}")))?;
             let base = match entry.header {
                 Header::OfsDelta { base_distance } => entry.checked_base_pack_offset(base_distance),
                 Header::RefDelta { base_id } => index.lookup(base_id).map(|i| index.pack_offset_at_index(i)),

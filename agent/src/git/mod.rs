@@ -96,7 +96,9 @@ impl Default for GitLimits {
 /// The local object store under `<state_dir>/objects` for one object format.
 ///
 /// Holds a gix object database handle; it sees packs written by [`ObjectStore::import_pack`]
-/// on its next lookup miss. The handle is `Send` but not `Sync`: open one per thread.
+/// on its next lookup miss. The handle is `Send` but not `Sync`: one per thread (a clone shares
+/// the database and has caches of its own).
+#[derive(Clone)]
 pub struct ObjectStore {
     objects_dir: PathBuf,
     pack_dir: PathBuf,
@@ -161,7 +163,7 @@ impl ObjectStore {
         if id.kind() != self.kind {
             return Ok(None);
         }
-        self.odb.try_header(id).map_err(|e| GitError::Store { detail: format!("{id}: {e:#}") })
+        self.odb.try_header(id).map_err(|e| GitError::Store { detail: format!("{id}: {e}") })
     }
 
     /// Checks that `id` is a present object of kind `expected` no larger than `max_size`,
@@ -207,7 +209,7 @@ impl ObjectStore {
                 found: found.map(|d| d.kind),
                 path: path.map(ToOwned::to_owned),
             }),
-            Err(e) => Err(GitError::Store { detail: format!("{id}: {e:#}") }),
+            Err(e) => Err(GitError::Store { detail: format!("{id}: {e}") }),
         }
     }
 }

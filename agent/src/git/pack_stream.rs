@@ -282,7 +282,7 @@ impl<'a> PackStream<'a> {
         let data = match self.bases.try_find(id, &mut buf) {
             Ok(Some(data)) => data,
             Ok(None) => return Ok(()),
-            Err(err) => return Err(GitError::Store { detail: format!("{id}: {err:#}") }),
+            Err(err) => return Err(GitError::Store { detail: format!("{id}: {err}") }),
         };
         let header = match data.kind {
             gix_object::Kind::Blob => Header::Blob,

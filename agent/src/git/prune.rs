@@ -45,7 +45,7 @@ impl ObjectStore {
                 continue;
             }
             let index = gix_pack::index::File::at(&path, self.kind)
-                .map_err(|e| GitError::Store { detail: format!("{}: {e:#}", path.display()) })?;
+                .map_err(|e| GitError::Store { detail: format!("{}: {e}", path.display()) })?;
             let holds: Vec<usize> = (0..needed.len()).filter(|i| index.lookup(needed[*i]).is_some()).collect();
             packs.push((path, holds));
         }
@@ -122,7 +122,7 @@ impl ObjectStore {
         while let Some(tree) = trees.pop() {
             let data = self.read_object(&tree, gix_object::Kind::Tree, max, None, &mut buf)?;
             for entry in TreeRefIter::from_bytes(data, self.kind) {
-                let entry = entry.map_err(|e| GitError::malformed(format!("tree {tree}: {e:#}")))?;
+                let entry = entry.map_err(|e| GitError::malformed(format!("tree {tree}: {e}")))?;
                 if entry.mode.is_commit() {
                     continue;
                 }

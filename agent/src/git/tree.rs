@@ -111,7 +111,7 @@ pub fn validate_tree(store: &ObjectStore, tree: &oid, limits: &GitLimits) -> Res
         let at = (!dir.is_empty()).then_some(dir.as_bstr());
         let data = store.read_object(&id, gix_object::Kind::Tree, limits.max_object_size, at, &mut buf)?;
         for entry in TreeRefIter::from_bytes(data, store.kind()) {
-            let entry = entry.map_err(|e| GitError::malformed(format!("tree {id} at {dir:?}: {e:#}")))?;
+            let entry = entry.map_err(|e| GitError::malformed(format!("tree {id} at {dir:?}: {e}")))?;
             if let Some((child, path)) = walk.entry(dir.as_bstr(), node, depth, entry)? {
                 pending.push((entry.oid.to_owned(), path, child, depth + 1));
             }

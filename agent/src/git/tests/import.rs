@@ -282,3 +282,20 @@ proptest::proptest! {
         proptest::prop_assert!(zlib(&data, level).len() as u64 <= bound);
     }
 }
+
+#[test]
+fn bad_pack_headers_are_refused_in_one_readable_line() {
+    let (repo, _) = super::sample_repo(gix_hash::Kind::Sha1);
+    let (_dir, store) = super::empty_store(&repo);
+    for (header, says) in [
+        (&b"PACK\x00\x00\x00\x09\x00\x00\x00\x01"[..], "pack header: Unsupported pack version: 9"),
+        (&b"PACX\x00\x00\x00\x02\x00\x00\x00\x01"[..], "pack header: Pack data type not recognized"),
+    ] {
+        let mut pack = header.to_vec();
+        pack.extend_from_slice(&[0u8; 40]);
+        let err = store.import_pack(&mut &pack[..], &[], &crate::git::GitLimits::default()).expect_err("refused");
+        assert_eq!(err.reason(), ferry_proto::Reason::Malformed, "{err}");
+        let text = err.to_string();
+        assert!(text.ends_with(says) && !text.contains('{') && !text.contains('\n'), "{text}");
+    }
+}

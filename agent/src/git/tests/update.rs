@@ -183,3 +183,41 @@ fn a_failed_update_leaves_no_record_and_the_next_checkout_starts_over() {
     assert_eq!(err.reason(), ferry_proto::Reason::Io, "{err}");
     assert!(!out.path().join(".ferry-slot").exists());
 }
+
+/// Enough files that [`checkout`] and [`update`] write them on several threads.
+#[test]
+fn many_files_are_written_in_parallel_and_the_first_failure_stops_the_write() {
+    let repo = Repo::new(Kind::Sha1);
+    for i in 0..300 {
+        let body: Vec<u8> = (0..(i * 397) % 70_000).map(|b| (b * 7 + i) as u8).collect();
+        if i % 7 == 0 {
+            repo.write_exec(&format!("d{}/file-{i}", i % 10), &body);
+        } else {
+            repo.write(&format!("d{}/file-{i}", i % 10), &body);
+        }
+    }
+    let c1 = repo.commit_all("one");
+    let first = repo.snapshot(&repo.tree_of(&c1), "snapshot 1");
+    for i in 0..300 {
+        repo.write(&format!("d{}/added-{i}", i % 10), format!("added {i}\n").as_bytes());
+    }
+    let c2 = repo.commit_all("two");
+    let second = repo.snapshot(&repo.tree_of(&c2), "snapshot 2");
+    let (_dir, store) = store_with_both(&repo, &first, &second);
+    let (old, new) = (validated(&store, &first), validated(&store, &second));
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let slot = out.path().join("slot");
+    std::fs::create_dir(&slot).expect("mkdir");
+    let stats = checkout(&store, &old, &slot).expect("checkout");
+    assert_eq!(stats.files, 300);
+    let theirs = out.path().join("theirs");
+    repo.archive_into(&first, &theirs);
+    assert_eq!(snapshot_dir(&slot), snapshot_dir(&theirs));
+
+    // One of the 300 new files is already there: the update fails on it, naming it.
+    std::fs::write(slot.join("d3/added-153"), b"in the way").expect("plant");
+    let err = update(&store, &old, &new, &slot).expect_err("blocked");
+    assert_eq!(err.reason(), ferry_proto::Reason::Io, "{err}");
+    assert!(err.to_string().contains("d3/added-153"), "{err}");
+}
