@@ -9,7 +9,10 @@
 //! a file with `* text eol=crlf` came out two bytes longer). Note that `git archive` applies
 //! those filters too; a slot matches `git archive` only for trees without such attributes.
 //!
-//! Entries are written in path order (a directory before its contents). Files are created
+//! Directories and symlinks are made in path order (a directory before its contents), then
+//! the files up to 4 MiB on up to four threads, each with its own object-store handle
+//! (10,034 files, 204 MB: 0.68–0.84 s instead of 0.97–1.40 s on one thread, 2 cores), then
+//! the larger ones one at a time, so memory stays the largest file plus a few small ones. Files are created
 //! exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`), so a checkout can never write through a link
 //! or over anything already there; validation guarantees no entry lies below a symlink.
 //! Files get exactly 0644 or 0755 and directories 0755, whatever the umask. Nothing is
@@ -68,6 +71,10 @@ pub fn checkout(store: &ObjectStore, tree: &ValidatedTree, dest: &Path) -> Resul
 /// device and costs a blob buffer each.
 const MAX_WRITERS: usize = 4;
 
+/// Largest file written alongside others; larger ones are written one at a time, so that
+/// parallel writing adds at most `MAX_WRITERS` × 4 MiB to the largest file's buffer.
+const MAX_PARALLEL_FILE: u64 = 4 << 20;
+
 /// Creates tree entries under a slot directory and makes them durable: the part a full
 /// checkout and an in-place update ([`super::update`]) share. Directories and symlinks are
 /// made at once, in path order; files are collected and written by [`Writer::finish`] on
@@ -105,43 +112,17 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Writes the collected files, each thread taking the next one from a shared counter,
-    /// with its own object-store handle and blob buffer. The first error stops the others.
+    /// Writes the collected files: those up to [`MAX_PARALLEL_FILE`] bytes on up to
+    /// [`MAX_WRITERS`] threads, then the larger ones one at a time, so the blob buffers
+    /// together hold at most the largest file plus a few small ones.
     fn write_files(&mut self) -> Result<(), GitError> {
         let files = std::mem::take(&mut self.files);
+        let (small, large): (Vec<&Entry>, Vec<&Entry>) = files
+            .into_iter()
+            .partition(|e| matches!(e.kind, EntryKind::File { size, .. } if size <= MAX_PARALLEL_FILE));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WRITERS);
-        let threads = threads.min(files.len() / 16).max(1);
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let work = |store: &ObjectStore| -> Result<(u64, u64), GitError> {
-            let (mut count, mut bytes, mut buf) = (0, 0, Vec::new());
-            while !failed.load(Ordering::Relaxed) {
-                let Some(entry) = files.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                match write_file(store, self.dest, entry, &mut buf) {
-                    Ok(n) => (count, bytes) = (count + 1, bytes + n),
-                    Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                }
-            }
-            Ok((count, bytes))
-        };
-        let results: Vec<Result<(u64, u64), GitError>> = if threads == 1 {
-            vec![work(self.store)]
-        } else {
-            std::thread::scope(|scope| {
-                let spawned: Vec<_> = (0..threads)
-                    .map(|_| {
-                        let store = self.store.clone();
-                        scope.spawn(move || work(&store))
-                    })
-                    .collect();
-                spawned.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-            })
-        };
-        for result in results {
-            let (count, bytes) = result?;
+        for (list, threads) in [(small, threads), (large, 1)] {
+            let (count, bytes) = write_files_on(self.store, self.dest, &list, threads)?;
             self.stats.files += count;
             self.stats.bytes += bytes;
         }
@@ -165,6 +146,42 @@ impl<'a> Writer<'a> {
         wait_for_clock_tick();
         Ok(self.stats)
     }
+}
+
+/// Writes `files` under `dest` on up to `threads` threads (fewer for short lists), each
+/// taking the next file from a shared counter with its own object-store handle and blob
+/// buffer; the first error stops the others. Returns the files and bytes written.
+fn write_files_on(store: &ObjectStore, dest: &Path, files: &[&Entry], threads: usize) -> Result<(u64, u64), GitError> {
+    let threads = threads.min(files.len() / 16).max(1);
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = |store: &ObjectStore| -> Result<(u64, u64), GitError> {
+        let (mut count, mut bytes, mut buf) = (0, 0, Vec::new());
+        while !failed.load(Ordering::Relaxed) {
+            let Some(entry) = files.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+            match write_file(store, dest, entry, &mut buf) {
+                Ok(n) => (count, bytes) = (count + 1, bytes + n),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok((count, bytes))
+    };
+    if threads == 1 {
+        return work(store);
+    }
+    let results: Vec<Result<(u64, u64), GitError>> = std::thread::scope(|scope| {
+        let spawned: Vec<_> = (0..threads)
+            .map(|_| {
+                let store = store.clone();
+                scope.spawn(move || work(&store))
+            })
+            .collect();
+        spawned.into_iter().map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    results.into_iter().try_fold((0, 0), |(c, b), r| r.map(|(count, bytes)| (c + count, b + bytes)))
 }
 
 /// Writes one regular file exclusively (never through a link, never over anything) with the
