@@ -92,15 +92,22 @@ fn update_in_place_equals_a_fresh_checkout_and_writes_only_what_changed() {
     }
 }
 
-#[test]
-fn an_updated_slot_is_intact_for_the_next_update() {
+/// The sample's two releases in one store, and a slot holding release 1 whose record the
+/// apply has just removed: what [`update`] starts from. The first directory holds the store.
+fn slot_ready_for_update() -> (tempfile::TempDir, ObjectStore, ValidatedTree, ValidatedTree, tempfile::TempDir) {
     let (repo, first) = sample_repo(Kind::Sha1);
     let second = second_release(&repo);
-    let (_dir, store) = store_with_both(&repo, &first, &second);
+    let (dir, store) = store_with_both(&repo, &first, &second);
     let (old, new) = (validated(&store, &first), validated(&store, &second));
     let out = tempfile::tempdir().expect("tempdir");
     checkout_with_record(&store, &old, out.path());
     std::fs::remove_file(out.path().join(".ferry-slot")).expect("discard record");
+    (dir, store, old, new, out)
+}
+
+#[test]
+fn an_updated_slot_is_intact_for_the_next_update() {
+    let (_dir, store, old, new, out) = slot_ready_for_update();
     update(&store, &old, &new, out.path()).expect("update");
     let record = out.path().join(".ferry-slot");
     std::fs::write(&record, b"record").expect("record");
@@ -170,13 +177,7 @@ fn check_intact_refuses_a_slot_changed_in_any_way_after_its_record() {
 
 #[test]
 fn a_failed_update_leaves_no_record_and_the_next_checkout_starts_over() {
-    let (repo, first) = sample_repo(Kind::Sha1);
-    let second = second_release(&repo);
-    let (_dir, store) = store_with_both(&repo, &first, &second);
-    let (old, new) = (validated(&store, &first), validated(&store, &second));
-    let out = tempfile::tempdir().expect("tempdir");
-    checkout_with_record(&store, &old, out.path());
-    std::fs::remove_file(out.path().join(".ferry-slot")).expect("discard record");
+    let (_dir, store, old, new, out) = slot_ready_for_update();
     // Something appears where the new tree wants a directory: the update stops there.
     std::fs::write(out.path().join("new"), b"in the way").expect("write");
     let err = update(&store, &old, &new, out.path()).expect_err("blocked");
