@@ -277,6 +277,9 @@ impl Agent {
         crate::crash_point!("apply::after-checkout");
         record.written_at = crate::store::now();
         self.slots.write_record(to, &record)?;
+        if let Some(ctime) = self.slots.record_ctime(to)? {
+            self.store.set_setting(&record_stamp_key(to), &record_stamp(ctime))?;
+        }
         tracing::info!(release = record.release, slot = %to, files = stats.files, bytes = stats.bytes,
             removed = stats.removed, "slot {how}");
         crate::crash_point!("apply::after-record");
@@ -298,14 +301,21 @@ impl Agent {
     }
 
     /// The tree slot `slot` holds, validated, when the slot can be updated in place: it has a
-    /// record, the record's tree is in the store and the slot is exactly that tree, unchanged
-    /// since the record was written ([`crate::git::check_intact`]). `None` sends the apply
-    /// down the full checkout; why is logged.
+    /// record, the very record this agent wrote (its ctime is the one noted in SQLite when it
+    /// was written, so whoever can write into the slot cannot refresh it to cover a change),
+    /// the record's tree is in the store and the slot is exactly that tree, unchanged since
+    /// the record was written ([`crate::git::check_intact`]). `None` sends the apply down the
+    /// full checkout; why is logged.
     fn intact_tree_of(&self, objects: &ObjectStore, slot: SlotId) -> Option<crate::git::ValidatedTree> {
         let found = || -> Result<Option<crate::git::ValidatedTree>, Failure> {
             let (Some(record), Some(since)) = (self.slots.read_record(slot)?, self.slots.record_ctime(slot)?) else {
                 return Ok(None);
             };
+            if self.store.setting(&record_stamp_key(slot))?.as_deref() != Some(record_stamp(since).as_str()) {
+                tracing::info!(%slot, release = record.release,
+                    "slot cannot be updated in place: its record is not the one this agent wrote");
+                return Ok(None);
+            }
             let tree: GitOid = record.tree.parse().map_err(|e| Failure::new(Reason::Malformed, e))?;
             let tree = crate::git::validate_tree(objects, &to_oid(&tree)?, &self.cfg.git_limits)?;
             match crate::git::check_intact(&tree, &self.slots.slot_path(slot), since) {
@@ -575,6 +585,16 @@ impl Agent {
     pub fn state_dir(&self) -> PathBuf {
         self.cfg.state_dir.clone()
     }
+}
+
+/// The setting noting the ctime of the record the agent last wrote into `slot`.
+fn record_stamp_key(slot: SlotId) -> String {
+    format!("slot.{slot}.record_ctime")
+}
+
+/// A ctime as the setting holds it: seconds, a dot, nine digits of nanoseconds.
+fn record_stamp((secs, nanos): crate::git::Ctime) -> String {
+    format!("{secs}.{nanos:09}")
 }
 
 fn hook_failure(reason: Reason, what: &str, outcome: &HookOutcome) -> Failure {

@@ -112,16 +112,29 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// Copies a state directory into `dev`'s, which must not exist yet. The copy's files get
 /// new status-change times (ctimes) in copy order, so each slot's `.ferry-slot` record is
-/// then written again, same bytes, once the clock has moved on: as on the original device,
-/// the record is later than everything in its slot, which keeps the slot eligible for an
-/// in-place update (`agent/src/git/update.rs`), the path most applies of a device take.
+/// then written again, same bytes, once the clock has moved on, and its new ctime noted in
+/// the copied `ferry.db` as the agent notes it: as on the original device, the record is
+/// later than everything in its slot and is the one the agent wrote, which keeps the slot
+/// eligible for an in-place update (`agent/src/git/update.rs`), the path most applies of a
+/// device take.
 pub fn copy_state(from: &Path, dev: &Device) {
+    use std::os::unix::fs::MetadataExt;
     copy_dir(from, &dev.state);
     std::thread::sleep(std::time::Duration::from_millis(20));
+    let db = Connection::open(dev.state.join("ferry.db")).expect("opening the copied ferry.db");
     for slot in ["a", "b"] {
         let record = dev.state.join("slots").join(slot).join(".ferry-slot");
         if let Ok(bytes) = std::fs::read(&record) {
             std::fs::write(&record, bytes).unwrap_or_else(|e| panic!("rewriting {}: {e}", record.display()));
+            // The agent notes the ctime of each record it writes (`agent.rs`
+            // `record_stamp_key`) and only reuses a slot whose record still has it.
+            let meta = std::fs::metadata(&record).expect("stat the record");
+            let stamp = format!("{}.{:09}", meta.ctime(), meta.ctime_nsec());
+            db.execute(
+                "INSERT INTO settings(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [format!("slot.{slot}.record_ctime"), stamp],
+            )
+            .expect("noting the record's ctime in the copied ferry.db");
         }
     }
 }

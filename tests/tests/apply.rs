@@ -143,6 +143,21 @@ fn delta_updates_the_older_slot_in_place_unless_it_changed_since() {
     assert!(r.stderr.contains("slot cannot be updated in place") && r.stderr.contains("slots/b/bin"), "{}", r.stderr);
     assert!(r.stderr.contains("slot written whole"), "{}", r.stderr);
     assert!(!slot_b.join("bin/left-behind").exists());
+
+    // Slot A (release 3): a file changed to same-size content, then the record written
+    // again with the same bytes, so that it is newer than the change. The agent noted the
+    // ctime of the record it wrote; this one is not it.
+    let slot_a = dev.state.join("slots/a");
+    std::fs::write(slot_a.join("bin/start.sh"), "#!/bin/sh\necho evil!\n").expect("tamper");
+    let record = std::fs::read(slot_a.join(".ferry-slot")).expect("record");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(slot_a.join(".ferry-slot"), record).expect("rewrite the record");
+    let r = release(5, &[("site/new.txt", Some("five\n"))]);
+    assert_eq!(dev.current_target().as_deref(), Some("slots/a"));
+    assert!(r.stderr.contains("its record is not the one this agent wrote"), "{}", r.stderr);
+    assert!(r.stderr.contains("slot written whole"), "{}", r.stderr);
+    let start = std::fs::read_to_string(slot_a.join("bin/start.sh")).expect("read");
+    assert_eq!(start, "#!/bin/sh\necho start\n");
 }
 
 /// An in-place update that fails halfway (an injected I/O error after the old entries are

@@ -10,8 +10,10 @@
 //! `chmod`, `chown` and `touch` all set it to the current time, and a checkout or update
 //! returns only once the file-system clock has passed the present, so the record written
 //! next is strictly later than everything written before it, and anything changed after the
-//! record is caught. Whatever fails the check (or any error while checking) makes the slot
-//! be emptied and checked out whole, as before.
+//! record is caught. (The caller also checks that the record is the one it wrote, by the
+//! ctime it noted in SQLite: the record lives in the slot, and a rewritten record would
+//! otherwise cover any change before it.) Whatever fails the check (or any error while
+//! checking) makes the slot be emptied and checked out whole, as before.
 //!
 //! [`update`] then removes, deepest first, every old entry the new tree does not hold
 //! unchanged (same kind, and for files and links the same blob id, mode and target), and
