@@ -316,10 +316,16 @@ impl Agent {
                     "slot cannot be updated in place: its record is not the one this agent wrote");
                 return Ok(None);
             }
+            let started = std::time::Instant::now();
             let tree: GitOid = record.tree.parse().map_err(|e| Failure::new(Reason::Malformed, e))?;
             let tree = crate::git::validate_tree(objects, &to_oid(&tree)?, &self.cfg.git_limits)?;
+            let validated = started.elapsed();
             match crate::git::check_intact(&tree, &self.slots.slot_path(slot), since) {
-                Ok(()) => Ok(Some(tree)),
+                Ok(()) => {
+                    tracing::debug!(%slot, release = record.release, ?validated, took = ?started.elapsed(),
+                        "slot holds its release untouched");
+                    Ok(Some(tree))
+                }
                 Err(changed) => {
                     tracing::info!(%slot, release = record.release, "slot cannot be updated in place: {changed}");
                     Ok(None)
