@@ -335,8 +335,16 @@ impl Git {
     /// returning the bytes written. `thin` makes a thin pack against the negative revs,
     /// with `--shallow` so git finds objects shared with unrelated (orphan) commits.
     /// Reused deltas and compressed data are switched off so the bytes do not depend on
-    /// how the repository happens to be packed.
-    pub(crate) fn pack_objects(&self, revs: &str, thin: bool, out: &mut dyn Write) -> Result<u64, GitError> {
+    /// how the repository happens to be packed. `sparse_filter`, the id of a blob of
+    /// sparse-checkout patterns, leaves out the blobs at the paths it excludes.
+    pub(crate) fn pack_objects(
+        &self,
+        revs: &str,
+        thin: bool,
+        sparse_filter: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<u64, GitError> {
+        let filter = sparse_filter.map(|id| format!("--filter=sparse:oid={id}"));
         let mut args = vec![
             "pack-objects",
             "--revs",
@@ -352,6 +360,7 @@ impl Git {
         if thin {
             args.extend(["--thin", "--shallow"]);
         }
+        args.extend(filter.as_deref());
         let command = display_command(&args);
         tracing::debug!(repo = %self.repo.display(), %command, "streaming pack");
         let mut child = self
@@ -389,6 +398,12 @@ impl Git {
             return Err(self.command_error(command, status, &stderr));
         }
         Ok(written)
+    }
+
+    /// Writes `content` as a blob into the repository and returns its id.
+    pub(crate) fn store_blob(&self, content: &[u8]) -> Result<String, GitError> {
+        let out = self.run(&["hash-object", "-w", "--stdin"], Some(content), &[])?;
+        self.single_line("hash-object", &out)
     }
 
     /// `(id, type)` of the object `spec` names, or `None` if it does not exist.
@@ -453,7 +468,7 @@ impl Git {
     }
 
     /// Runs git, failing with its stderr unless it exits 0; returns stdout.
-    fn run(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Result<Vec<u8>, GitError> {
+    pub(crate) fn run(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Result<Vec<u8>, GitError> {
         let output = self.output(args, stdin, env)?;
         if output.status.success() {
             Ok(output.stdout)

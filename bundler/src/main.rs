@@ -19,6 +19,7 @@ mod ingest;
 mod inspect;
 mod keyfile;
 mod mirror;
+mod patches;
 mod payload;
 mod progress;
 mod release;

@@ -26,22 +26,41 @@ pub const WINDOW_LOG: u32 = ferry_proto::payload::MAX_WINDOW_LOG;
 /// the output does not depend on the count.
 pub const MAX_WORKERS: u32 = 8;
 
-/// Writes a git bundle of the orphan snapshot commit `snapshot` under `refname` to `out`
-/// and returns the number of bytes written.
+/// The base of a delta payload.
+#[derive(Debug, Clone, Copy)]
+pub struct Base<'a> {
+    /// The earlier snapshot the delta is thin against.
+    pub commit: &'a str,
+    /// Whether large changed blobs leave the pack for a patch section after it.
+    pub binary_patches: bool,
+}
+
+/// What [`write_bundle`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenBundle {
+    /// Bytes of the bundle (with its patch section).
+    pub bytes: u64,
+    /// Blobs sent as binary patches after the pack.
+    pub patched: usize,
+}
+
+/// Writes a git bundle of the orphan snapshot commit `snapshot` under `refname` to `out`.
 ///
-/// Without `base` the bundle is *full*: every object the snapshot reaches. With `base`
+/// Without `delta` the bundle is *full*: every object the snapshot reaches. With a base
 /// (an earlier snapshot) it is a *delta*: the header lists `base` as a prerequisite and
 /// the pack is thin against it (`--thin --shallow`, which finds objects shared with an
-/// unrelated commit). The header is v2 for SHA-1 repositories and v3 with
+/// unrelated commit); with `binary_patches`, large changed blobs leave the pack for a
+/// patch section after it ([`crate::patches`]). The header is v2 for SHA-1 repositories and v3 with
 /// `@object-format=sha256` for SHA-256 ones. Both commits must be parentless, so a
 /// release can never carry the operator's history.
 pub fn write_bundle(
     git: &Git,
     snapshot: &str,
     refname: &str,
-    base: Option<&str>,
+    delta: Option<Base<'_>>,
     out: &mut dyn Write,
-) -> Result<u64, GitError> {
+) -> Result<WrittenBundle, GitError> {
+    let base = delta.as_ref().map(|d| d.commit);
     git.check_ref_name(refname)?;
     let format = git.object_format()?;
     git.check_snapshot(snapshot)?;
@@ -65,10 +84,19 @@ pub fn write_bundle(
         None => format!("{snapshot}\n"),
         Some(base) => format!("{snapshot}\n^{base}\n"),
     };
-    let pack = git.pack_objects(&revs, base.is_some(), out)?;
-    let total = header.len() as u64 + pack;
-    tracing::debug!(%snapshot, ?base, bytes = total, "wrote bundle");
-    Ok(total)
+    let patches = match delta {
+        Some(Base { commit, binary_patches: true }) => crate::patches::plan(git, snapshot, commit)?,
+        _ => Vec::new(),
+    };
+    let filter = match patches.is_empty() {
+        true => None,
+        false => Some(git.store_blob(&crate::patches::sparse_patterns(&patches))?),
+    };
+    let pack = git.pack_objects(&revs, base.is_some(), filter.as_deref(), out)?;
+    let section = crate::patches::write_section(git, &patches, out)?;
+    let total = header.len() as u64 + pack + section;
+    tracing::debug!(%snapshot, ?base, bytes = total, patches = patches.len(), "wrote bundle");
+    Ok(WrittenBundle { bytes: total, patched: patches.len() })
 }
 
 /// The bundle header: signature line, capabilities, prerequisite, ref, blank line.
@@ -162,9 +190,10 @@ pub fn decompress(input: &mut dyn Read, out: &mut dyn Write, max_output: u64) ->
     Ok(counted.count)
 }
 
-struct CountingWriter<'a> {
-    inner: &'a mut dyn Write,
-    count: u64,
+/// A writer that counts what passes through it.
+pub(crate) struct CountingWriter<'a> {
+    pub(crate) inner: &'a mut dyn Write,
+    pub(crate) count: u64,
 }
 
 impl Write for CountingWriter<'_> {
@@ -229,8 +258,9 @@ mod tests {
 
     fn bundle(git: &Git, snapshot: &str, refname: &str, base: Option<&str>) -> Vec<u8> {
         let mut out = Vec::new();
+        let base = base.map(|commit| Base { commit, binary_patches: true });
         let n = write_bundle(git, snapshot, refname, base, &mut out).unwrap();
-        assert_eq!(n, out.len() as u64);
+        assert_eq!(n.bytes, out.len() as u64);
         out
     }
 
@@ -471,9 +501,23 @@ mod tests {
         let err = write_bundle(&r.git, &head, "refs/ferry/x", None, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, GitError::NotASnapshot { .. }), "{err:?}");
         assert!(err.to_string().contains("has parents"), "{err}");
-        let err = write_bundle(&r.git, &r.s2, "refs/ferry/x", Some(&head), &mut Vec::new()).unwrap_err();
+        let err = write_bundle(
+            &r.git,
+            &r.s2,
+            "refs/ferry/x",
+            Some(Base { commit: &head, binary_patches: true }),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, GitError::NotASnapshot { .. }), "{err:?}");
-        let err = write_bundle(&r.git, &r.s2, "refs/ferry/x", Some(&r.s2), &mut Vec::new()).unwrap_err();
+        let err = write_bundle(
+            &r.git,
+            &r.s2,
+            "refs/ferry/x",
+            Some(Base { commit: &r.s2, binary_patches: true }),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, GitError::InvalidInput { .. }), "{err:?}");
         let err = write_bundle(&r.git, &r.s2, "stable", None, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, GitError::InvalidInput { what: "ref name", .. }), "{err:?}");

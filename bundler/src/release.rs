@@ -69,6 +69,11 @@ pub struct ReleaseArgs {
     /// zstd compression level (1-22).
     #[arg(long, default_value_t = crate::payload::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
+    /// Keep large changed files inside the deltas' git packs instead of sending them as
+    /// binary (bsdiff) patches after the pack. Deltas then stay plain git bundles that
+    /// `git fetch` accepts, but a rebuilt binary costs several times more bytes.
+    #[arg(long)]
+    no_binary_patches: bool,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -82,6 +87,8 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 struct BuiltPayload {
     entry: PayloadRef,
     bundle_size: u64,
+    /// Large files sent as binary patches (deltas).
+    patched: usize,
     file: tempfile::NamedTempFile,
 }
 
@@ -109,14 +116,14 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
     git.update_ref(&refname, &snapshot)?;
 
     // Step 4: payloads.
-    let mut built = vec![build_payload(&git, &snapshot, &refname, None, args.level)?];
+    let mut built = vec![build_payload(&git, &snapshot, &refname, None, args)?];
     for base_release in previous.saturating_sub(args.deltas) + 1..=previous {
         let base_ref = format!("refs/ferry/{}/{base_release}", args.channel);
         let Some(base) = git.read_ref(&base_ref)? else {
             eprintln!("note: no {base_ref} in {}; no delta from release {base_release}", args.repo.display());
             continue;
         };
-        let mut payload = build_payload(&git, &snapshot, &refname, Some(&base), args.level)?;
+        let mut payload = build_payload(&git, &snapshot, &refname, Some(&base), args)?;
         payload.entry.kind = PayloadKind::Delta { from_release: base_release, base_commit: oid(&base)? };
         built.push(payload);
     }
@@ -180,6 +187,9 @@ pub fn run(args: &ReleaseArgs) -> Result<()> {
             p.bundle_size as f64 / p.entry.size.max(1) as f64,
             p.entry.file_name()
         );
+        if p.patched > 0 {
+            println!("  {:<14} {} large file(s) sent as binary patches after the pack", "", p.patched);
+        }
     }
     println!("  index     version {} expires {}", index.version, crate::clock::rfc3339(index.expires));
     if index.rollout_percent < 100 {
@@ -193,20 +203,33 @@ fn oid(hex: &str) -> Result<GitOid> {
 }
 
 /// Writes the bundle, compresses it into a temporary file and hashes the result.
-fn build_payload(git: &Git, snapshot: &str, refname: &str, base: Option<&str>, level: i32) -> Result<BuiltPayload> {
+fn build_payload(
+    git: &Git,
+    snapshot: &str,
+    refname: &str,
+    base: Option<&str>,
+    args: &ReleaseArgs,
+) -> Result<BuiltPayload> {
     let mut bundle = tempfile::tempfile().context("creating a temporary file")?;
-    let bundle_size = crate::payload::write_bundle(git, snapshot, refname, base, &mut bundle)?;
+    let base = base.map(|commit| crate::payload::Base { commit, binary_patches: !args.no_binary_patches });
+    let written = crate::payload::write_bundle(git, snapshot, refname, base, &mut bundle)?;
+    let bundle_size = written.bytes;
     bundle.seek(SeekFrom::Start(0))?;
     let mut file = tempfile::NamedTempFile::new().context("creating a temporary file")?;
     let bar = crate::progress::bytes(if base.is_some() { "delta" } else { "full" }, Some(bundle_size));
     let mut input = bar.wrap_read(BufReader::new(bundle));
     let mut hashing = HashingWriter { inner: file.as_file_mut(), digest: ferry_proto::digest::DigestWriter::default() };
-    crate::payload::compress_sized(&mut input, Some(bundle_size), &mut hashing, level)
+    crate::payload::compress_sized(&mut input, Some(bundle_size), &mut hashing, args.level)
         .context("compressing the bundle")?;
     bar.finish_and_clear();
     let size = hashing.digest.len();
     let sha256 = hashing.digest.finish();
-    Ok(BuiltPayload { entry: PayloadRef { kind: PayloadKind::Full, size, sha256 }, bundle_size, file })
+    Ok(BuiltPayload {
+        entry: PayloadRef { kind: PayloadKind::Full, size, sha256 },
+        bundle_size,
+        patched: written.patched,
+        file,
+    })
 }
 
 struct HashingWriter<'a> {

@@ -791,7 +791,7 @@ _bundler() {
             return 0
             ;;
         bundler__subcmd__release)
-            opts="-h --repo --ref --path --channel --mirror --release-key --index-key --deltas --expires --not-after --require-label --rollout --level --help"
+            opts="-h --repo --ref --path --channel --mirror --release-key --index-key --deltas --expires --not-after --require-label --rollout --level --no-binary-patches --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

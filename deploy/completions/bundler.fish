@@ -81,6 +81,7 @@ complete -c bundler -n "__fish_bundler_using_subcommand release" -l not-after -d
 complete -c bundler -n "__fish_bundler_using_subcommand release" -l require-label -d 'Only devices with this label take the release (KEY=VALUE, repeatable)' -r
 complete -c bundler -n "__fish_bundler_using_subcommand release" -l rollout -d 'Start a staged rollout: the share of devices (0-100 %) that may take this release; widen it later with `bundler rollout`' -r
 complete -c bundler -n "__fish_bundler_using_subcommand release" -l level -d 'zstd compression level (1-22)' -r
+complete -c bundler -n "__fish_bundler_using_subcommand release" -l no-binary-patches -d 'Keep large changed files inside the deltas\' git packs instead of sending them as binary (bsdiff) patches after the pack. Deltas then stay plain git bundles that `git fetch` accepts, but a rebuilt binary costs several times more bytes'
 complete -c bundler -n "__fish_bundler_using_subcommand release" -s h -l help -d 'Print help'
 complete -c bundler -n "__fish_bundler_using_subcommand index; and not __fish_seen_subcommand_from refresh help" -s h -l help -d 'Print help'
 complete -c bundler -n "__fish_bundler_using_subcommand index; and not __fish_seen_subcommand_from refresh help" -f -a "refresh" -d 'Re-sign a channel index with a new expiry (and the next version)'

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod limits;
 pub mod manifest;
 pub mod names;
+pub mod patch_section;
 pub mod payload;
 pub mod reason;
 pub mod report;

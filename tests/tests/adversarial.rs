@@ -320,6 +320,35 @@ fn junk_after_the_pack() {
     s.assert_pack_rejected(&pack, "junk", "malformed", "junk after the pack");
 }
 
+/// A patch section after the pack (docs/formats.md, "Patch section") whose patch makes other
+/// bytes than the blob it names, or applies to a blob the device lacks.
+#[test]
+fn patch_section_that_lies() {
+    use ferry_proto::patch_section::{write_patch_header, write_section_start, PatchHeader};
+    let s = Scene::new();
+    let with_patch = |base: [u8; 20], makes: &[u8], claims: &[u8]| {
+        let mut stream = Snapshot::new(b"port = 9090\n").pack();
+        write_section_start(&mut stream, 1).expect("write");
+        // A bsdiff patch copying nothing from its base: one control triple, then the bytes.
+        let mut patch = [0u64.to_le_bytes(), (makes.len() as u64).to_le_bytes(), 0u64.to_le_bytes()].concat();
+        patch.extend_from_slice(makes);
+        let header = PatchHeader {
+            target: adv::object_id("blob", claims).to_vec(),
+            base: base.to_vec(),
+            target_size: makes.len() as u64,
+            patch_len: patch.len() as u64,
+        };
+        write_patch_header(&mut stream, &header).expect("write");
+        stream.extend_from_slice(&patch);
+        stream
+    };
+    let release1_blob = adv::object_id("blob", b"port = 8080\n");
+    let lie = with_patch(release1_blob, b"port = 6666\n", b"port = 7777\n");
+    s.assert_pack_rejected(&lie, "patch-lies", "malformed", "makes blob");
+    let absent = with_patch([9; 20], b"port = 7777\n", b"port = 7777\n");
+    s.assert_pack_rejected(&absent, "patch-absent-base", "missing-object", "which this device lacks");
+}
+
 #[test]
 fn zstd_bomb() {
     let s = Scene::new();

@@ -191,3 +191,42 @@ fn an_in_place_update_that_fails_halfway_is_removed_and_retried_whole() {
     trees::git_archive(&op.repo, "HEAD", Some("site"), &expected);
     trees::assert_same(&expected, &dev.current());
 }
+
+/// A large binary changed between releases leaves the delta's pack and travels as a bsdiff
+/// patch after it (docs/formats.md, "Patch section"); the device rebuilds it from the blob
+/// of its running release, and the slot still equals `git archive`.
+#[test]
+fn a_changed_binary_travels_as_a_patch_and_applies() {
+    for format in ["sha1", "sha256"] {
+        let op = Operator::with_format(format);
+        fleet(&op);
+        // A real program's bytes: the first 512 KiB of the agent binary under test; the next
+        // release inserts 100 bytes in the middle and bumps every 4,096th byte.
+        let agent = std::fs::read(&ferry_tests::binaries().agent).expect("agent binary");
+        let v1 = agent[..512 << 10].to_vec();
+        let mut v2 = v1.clone();
+        v2.splice(200_000..200_000, [0x5a; 100]);
+        for byte in v2.iter_mut().step_by(4096) {
+            *byte = byte.wrapping_add(1);
+        }
+        let tool = op.repo.join("site/bin/tool");
+        std::fs::write(&tool, &v1).expect("write");
+        op.commit("one");
+        op.release("stable", Some("site"), &[]).ok();
+        let dev = Device::new("stable", &op.root1(), "");
+        import_logging_info(&dev, &op.mirror);
+
+        std::fs::write(&tool, &v2).expect("write");
+        op.write(&[("site/app.conf", Some("port = 9090\n"))]);
+        op.commit("two");
+        let published = op.release("stable", Some("site"), &[]).ok();
+        assert!(published.stdout.contains("1 large file(s) sent as binary patches"), "{}", published.stdout);
+        let r = import_logging_info(&dev, &op.mirror);
+        assert!(r.stdout.contains("release 2 (delta from release 1"), "{format}: {}", r.stdout);
+        assert!(r.stderr.contains("patched=1"), "{format}: {}", r.stderr);
+        let expected = op.dir.path().join("expected2");
+        trees::git_archive(&op.repo, "HEAD", Some("site"), &expected);
+        trees::assert_same(&expected, &dev.current());
+        assert_eq!(std::fs::read(dev.current().join("bin/tool")).expect("read"), v2);
+    }
+}

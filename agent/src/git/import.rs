@@ -37,7 +37,8 @@ pub struct ImportOutcome {
     pub index_path: Option<PathBuf>,
     /// Objects declared by the pack header.
     pub objects_in_stream: u32,
-    /// Objects in the written pack: the stream's plus the thin-pack bases copied in.
+    /// Objects in the written pack: the stream's plus the thin-pack bases copied in and the
+    /// blobs made by the patch section.
     pub objects_written: u32,
     /// Bytes of the pack stream.
     pub bytes_read: u64,
@@ -46,11 +47,13 @@ pub struct ImportOutcome {
 }
 
 impl ObjectStore {
-    /// Imports a pack stream (the bytes after a git bundle header).
+    /// Imports a pack stream (the bytes after a git bundle header) and the patch section
+    /// that may follow it.
     ///
     /// `prerequisites` must all be commits in this store, else
     /// [`GitError::MissingPrerequisite`]. Thin-pack bases are resolved from this store and
-    /// copied into the new pack, so every pack written here is self-contained. Enforces
+    /// copied into the new pack, and so are the blobs the patch section makes from blobs of
+    /// this store, so every pack written here is self-contained. Enforces
     /// `limits` (object count from the header before reading objects, object size, stream
     /// size, delta-chain length); refuses truncated packs and junk after the pack
     /// ([`GitError::Malformed`]). Prerequisites present do not prove every object the new
@@ -110,6 +113,7 @@ impl ObjectStore {
         stream.finish()?;
         let bytes_read = stream.bytes_read();
         let appended = stream.appended();
+        let patched = stream.patched();
         drop(stream);
         if written.num_objects == 0 {
             return Ok(ImportOutcome {
@@ -137,7 +141,8 @@ impl ObjectStore {
         tracing::info!(
             objects = written.num_objects,
             declared,
-            thin_bases = appended,
+            thin_bases = appended - patched,
+            patched,
             bytes = bytes_read,
             longest_delta_chain,
             pack = %pack_path.display(),

@@ -6,8 +6,10 @@
 //!
 //! 1. [`ObjectStore::import_pack`] checks the bundle's prerequisites, reads the pack header
 //!    and enforces the object count before reading further, streams the pack into
-//!    `objects/pack` with thin-pack bases taken from the store, refuses truncated packs and
-//!    junk after the pack, checks delta-chain lengths and removes the `.keep` file.
+//!    `objects/pack` with thin-pack bases taken from the store, applies the patch section
+//!    that may follow (large blobs as bsdiff patches against blobs of the store), refuses
+//!    truncated packs and junk after them, checks delta-chain lengths and removes the
+//!    `.keep` file.
 //! 2. [`validate_tree`] walks the whole snapshot tree before anything is written: names,
 //!    modes, sizes, depth, path lengths and symlink targets (resolved through the tree's other
 //!    links). It also proves every object the tree reaches is present. Only it can produce a

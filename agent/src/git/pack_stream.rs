@@ -17,6 +17,9 @@
 //! stream's last entry, as `git index-pack --fix-thin` does; the header's object count is
 //! patched and the trailing checksum recomputed over the whole file. Every pack written is
 //! therefore self-contained.
+//!
+//! A delta payload's pack may be followed by a patch section (`patches`): its blobs are
+//! appended the same way.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
@@ -31,6 +34,7 @@ use gix_zlib::{Decompress, FlushDecompress, Status};
 
 use super::error::{GitError, Limit};
 
+mod patches;
 mod tap;
 use tap::{EntryBudget, PackFile, Tap};
 
@@ -58,6 +62,7 @@ pub(super) struct PackStream<'a> {
     scratch: Vec<u8>,
     kind: gix_hash::Kind,
     max_object_size: u64,
+    max_objects: u64,
     bases: &'a gix_odb::HandleArc,
     declared: u32,
     left: u32,
@@ -67,6 +72,7 @@ pub(super) struct PackStream<'a> {
     finished: bool,
     failure: Option<GitError>,
     appended: u32,
+    patched: u32,
 }
 
 impl<'a> PackStream<'a> {
@@ -93,6 +99,7 @@ impl<'a> PackStream<'a> {
             scratch: vec![0; SCRATCH],
             kind,
             max_object_size: limits.max_object_size,
+            max_objects: limits.max_objects,
             bases,
             declared,
             left: declared,
@@ -102,6 +109,7 @@ impl<'a> PackStream<'a> {
             finished: false,
             failure: None,
             appended: 0,
+            patched: 0,
         })
     }
 
@@ -110,9 +118,14 @@ impl<'a> PackStream<'a> {
         self.failure.take()
     }
 
-    /// Thin-pack bases appended after the stream's entries.
+    /// Objects appended after the stream's entries: thin-pack bases and patched blobs.
     pub(super) fn appended(&self) -> u32 {
         self.appended
+    }
+
+    /// Blobs made by the patch section, of [`Self::appended`].
+    pub(super) fn patched(&self) -> u32 {
+        self.patched
     }
 
     /// Bytes read from the source.
@@ -120,8 +133,8 @@ impl<'a> PackStream<'a> {
         self.tap.served
     }
 
-    /// Reads up to the end of the stream when the iteration stopped early (an empty pack):
-    /// trailer, nothing after it, the file flushed.
+    /// Completes the stream (trailer, bases, patches, nothing after them, the file flushed)
+    /// if the index writer stopped iterating before its end.
     pub(super) fn finish(&mut self) -> Result<(), GitError> {
         if !self.finished && self.failure.is_none() && self.left == 0 {
             if let Err(err) = self.complete() {
@@ -238,8 +251,9 @@ impl<'a> PackStream<'a> {
         Ok(())
     }
 
-    /// After the last entry: the trailer must be the checksum of what came before, nothing
-    /// may follow it; then thin-pack bases are appended and the file is flushed.
+    /// After the last entry: the trailer must be the checksum of what came before; then
+    /// thin-pack bases are appended, then the blobs of the patch section if one follows
+    /// (nothing else may), and the file is flushed.
     fn complete(&mut self) -> Result<(), GitError> {
         self.finished = true;
         let computed = self.tap.out.take_hash()?;
@@ -255,12 +269,14 @@ impl<'a> PackStream<'a> {
                 hex::encode(&trailer)
             )));
         }
-        self.tap.ensure_at_end()?;
-
         let mut checksum = computed;
         for id in std::mem::take(&mut self.ref_bases) {
             self.append_base(&id)?;
         }
+        if self.tap.ready()? > 0 {
+            self.apply_patches()?;
+        }
+        self.tap.ensure_at_end()?;
         if self.appended > 0 {
             let count = self
                 .declared
@@ -290,17 +306,22 @@ impl<'a> PackStream<'a> {
             gix_object::Kind::Commit => Header::Commit,
             gix_object::Kind::Tag => Header::Tag,
         };
+        self.append_object(header, data.data)
+    }
+
+    /// Appends an object after the stream's entries as a full, stored entry.
+    fn append_object(&mut self, header: Header, data: &[u8]) -> Result<(), GitError> {
         let out = &mut self.tap.out;
         let at = out.len;
         out.begin_entry();
-        let size = data.data.len() as u64;
+        let size = data.len() as u64;
         let header_size = header.write_to(size, out).map_err(|e| out.io_error(e))?;
         // Stored, not compressed: the payload's own entries arrive stored too (the bundler
         // packs with `pack.compression=0` for zstd), and deflating the bases of a 10 % delta
         // was a quarter of its apply's CPU time.
         let compressed = {
             let mut deflate = gix_zlib::stream::deflate::Write::new(&mut *out, gix_zlib::Compression::NONE);
-            deflate.write_all(data.data).and_then(|()| deflate.flush())
+            deflate.write_all(data).and_then(|()| deflate.flush())
         };
         compressed.map_err(|e| out.io_error(e))?;
         let entry_len = out.entry_len;
@@ -330,10 +351,12 @@ impl Iterator for PackStream<'_> {
         if let Some(entry) = self.ready.pop_front() {
             return Some(Ok(entry));
         }
-        if self.finished || self.left == 0 {
+        if self.finished {
             return None;
         }
-        match self.advance() {
+        // An empty pack has no last entry to complete it: its trailer, bases and patches now.
+        let step = if self.left == 0 { self.complete() } else { self.advance() };
+        match step {
             Ok(()) => self.ready.pop_front().map(Ok),
             Err(err) => {
                 self.fail(err);
@@ -343,8 +366,7 @@ impl Iterator for PackStream<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        // Thin-pack bases can at most double the count (one per REF_DELTA).
-        let left = self.left as usize + self.ready.len();
-        (left, Some(left.saturating_mul(2)))
+        // Thin-pack bases and patched blobs come after the stream's entries.
+        (self.left as usize + self.ready.len(), None)
     }
 }

@@ -49,19 +49,23 @@ impl<'a> Tap<'a> {
         })
     }
 
-    /// After the trailer: the source must hold nothing more.
-    pub(super) fn ensure_at_end(&mut self) -> Result<(), GitError> {
-        let rest = loop {
+    /// How many bytes the source has ready (0: it is at its end).
+    pub(super) fn ready(&mut self) -> Result<usize, GitError> {
+        loop {
             match self.source.fill_buf() {
-                Ok(rest) => break rest.len(),
+                Ok(rest) => return Ok(rest.len()),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(GitError::PackRead { source: err }),
             }
-        };
-        match rest {
+        }
+    }
+
+    /// After the pack (and its patch section, if any): the source must hold nothing more.
+    pub(super) fn ensure_at_end(&mut self) -> Result<(), GitError> {
+        match self.ready()? {
             0 => Ok(()),
             n => Err(GitError::malformed(format!(
-                "junk after the pack: at least {n} byte(s) follow its checksum at offset {}",
+                "junk after the pack: at least {n} byte(s) follow it at offset {}",
                 self.served
             ))),
         }

@@ -4,6 +4,7 @@
 
 mod checkout;
 mod import;
+mod patches;
 mod unsafe_trees;
 mod update;
 
