@@ -84,19 +84,25 @@ pub fn write_bundle(
         None => format!("{snapshot}\n"),
         Some(base) => format!("{snapshot}\n^{base}\n"),
     };
-    let patches = match delta {
-        Some(Base { commit, binary_patches: true }) => crate::patches::plan(git, snapshot, commit)?,
-        _ => Vec::new(),
+    let section = match delta {
+        Some(Base { commit, binary_patches: true }) => {
+            Some(crate::patches::prepare(git, crate::patches::plan(git, snapshot, commit)?)?)
+        }
+        _ => None,
     };
-    let filter = match patches.is_empty() {
-        true => None,
-        false => Some(git.store_blob(&crate::patches::sparse_patterns(&patches))?),
+    let patched = section.as_ref().map_or(0, |s| s.patches.len());
+    let filter = match section.as_ref().filter(|s| !s.patches.is_empty()) {
+        Some(section) => Some(git.store_blob(&crate::patches::sparse_patterns(&section.patches))?),
+        None => None,
     };
     let pack = git.pack_objects(&revs, base.is_some(), filter.as_deref(), out)?;
-    let section = crate::patches::write_section(git, &patches, out)?;
+    let section = match section {
+        Some(section) => section.write_to(out)?,
+        None => 0,
+    };
     let total = header.len() as u64 + pack + section;
-    tracing::debug!(%snapshot, ?base, bytes = total, patches = patches.len(), "wrote bundle");
-    Ok(WrittenBundle { bytes: total, patched: patches.len() })
+    tracing::debug!(%snapshot, ?base, bytes = total, patched, "wrote bundle");
+    Ok(WrittenBundle { bytes: total, patched })
 }
 
 /// The bundle header: signature line, capabilities, prerequisite, ref, blank line.
