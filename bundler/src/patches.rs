@@ -123,11 +123,15 @@ pub fn prepare(git: &Git, planned: Vec<PlannedPatch>) -> Result<Section, GitErro
         let new = git.run(&["cat-file", "blob", &planned.target], None, &[])?;
         bar.inc(planned.size);
         let patch = match bsdiff(&old, &new) {
-            Ok(patch) if patch.len() as u64 <= max_patch_len(new.len() as u64) => patch,
-            Ok(patch) => {
+            Ok(patch) if patch.len() as u64 > max_patch_len(new.len() as u64) => {
                 tracing::info!(%path, blob = new.len(), patch = patch.len(), "patch too long; the blob stays in the pack");
                 continue;
             }
+            Ok(patch) if patch.literal.saturating_mul(4) > new.len().saturating_mul(3) => {
+                tracing::info!(%path, blob = new.len(), literal = patch.literal, "little in common with its base; the blob stays in the pack");
+                continue;
+            }
+            Ok(patch) => patch.raw,
             Err(err) => {
                 tracing::warn!(%path, %err, "no binary patch; the blob stays in the pack");
                 continue;
@@ -162,26 +166,38 @@ impl Section {
     }
 }
 
+/// A patch in raw form, and how many of the bytes it makes it carries as they are.
+struct RawPatch {
+    raw: Vec<u8>,
+    literal: usize,
+}
+
+impl RawPatch {
+    fn len(&self) -> usize {
+        self.raw.len()
+    }
+}
+
 /// A bsdiff patch of `old` into `new` in the raw form the agent applies (the `bsdiff` crate's:
 /// each control triple followed by its diff and extra bytes). qbsdiff computes it: its search
 /// stays fast on long runs of repeated bytes, where the `bsdiff` crate's own takes minutes
 /// (8 MiB of zeros: over 120 s against 0.18 s). Its bsdiff 4 output (three bzip2 blocks) is
 /// unpacked and interleaved, and the result is applied once to check that it makes `new`.
-fn bsdiff(old: &[u8], new: &[u8]) -> std::io::Result<Vec<u8>> {
+fn bsdiff(old: &[u8], new: &[u8]) -> std::io::Result<RawPatch> {
     let mut classic = Vec::new();
     qbsdiff::Bsdiff::new(old, new).compression_level(1).compare(std::io::Cursor::new(&mut classic))?;
-    let raw = interleave(&classic)?;
+    let patch = interleave(&classic)?;
     let mut made = Vec::with_capacity(new.len());
-    bsdiff::patch(old, &mut raw.as_slice(), &mut made)?;
+    bsdiff::patch(old, &mut patch.raw.as_slice(), &mut made)?;
     if made != new {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "the patch does not make the blob"));
     }
-    Ok(raw)
+    Ok(patch)
 }
 
 /// The raw patch of a bsdiff 4 patch (`BSDIFF40`, three lengths, bzip2 blocks of controls,
 /// diff bytes and extra bytes).
-fn interleave(classic: &[u8]) -> std::io::Result<Vec<u8>> {
+fn interleave(classic: &[u8]) -> std::io::Result<RawPatch> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bsdiff 4 patch: {what}"));
     let field = |at: usize| classic.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
     if classic.get(..8) != Some(&b"BSDIFF40"[..]) {
@@ -205,6 +221,7 @@ fn interleave(classic: &[u8]) -> std::io::Result<Vec<u8>> {
     if controls.len() % 24 != 0 {
         return Err(bad("controls are not whole triples"));
     }
+    let extra_len = extra.len();
     let mut raw = Vec::with_capacity(controls.len() + diff.len() + extra.len());
     let (mut diff, mut extra) = (diff.as_slice(), extra.as_slice());
     for triple in controls.chunks_exact(24) {
@@ -221,7 +238,8 @@ fn interleave(classic: &[u8]) -> std::io::Result<Vec<u8>> {
     if !diff.is_empty() || !extra.is_empty() {
         return Err(bad("bytes left over after the last control"));
     }
-    Ok(raw)
+    let literal = extra_len;
+    Ok(RawPatch { raw, literal })
 }
 
 /// Splits `n` bytes off the front of `bytes`.
@@ -390,9 +408,11 @@ mod tests {
         for (old, new) in [(&program, &rebuilt), (&zeros, &zeros_edited), (&rebuilt, &program), (&program, &zeros)] {
             let patch = bsdiff(old, new).unwrap();
             let mut made = Vec::new();
-            bsdiff::patch(old, &mut patch.as_slice(), &mut made).unwrap();
+            bsdiff::patch(old, &mut patch.raw.as_slice(), &mut made).unwrap();
             assert!(made == *new);
         }
+        assert!(bsdiff(&program, &rebuilt).unwrap().literal < 100);
+        assert_eq!(bsdiff(&rebuilt, &noise("other", 100, 1)).unwrap().literal, 100 << 10);
         // The `bsdiff` crate's own search took over two minutes on the zeros alone.
         assert!(start.elapsed() < std::time::Duration::from_secs(60), "{:?}", start.elapsed());
         assert!(interleave(b"BSDIFF40 and then nothing sensible").is_err());
