@@ -41,6 +41,8 @@ const PINNED_CONFIG: &[&str] = &[
     "pack.useSparse=false",
     "pack.useBitmaps=false",
     "pack.allowPackReuse=false",
+    // Path patterns (the sparse filter leaving patched blobs out of a delta) match case.
+    "core.ignoreCase=false",
 ];
 
 /// Environment variables that would point git somewhere other than `-C <repo>` or change

@@ -45,7 +45,8 @@ struct TreeBlob {
     size: u64,
 }
 
-/// The blobs of `snapshot` to send as patches against blobs of `base`, in tree order.
+/// The blobs of `snapshot` to send as patches against blobs of `base`, ordered by base id
+/// (then tree order).
 pub fn plan(git: &Git, snapshot: &str, base: &str) -> Result<Vec<PlannedPatch>, GitError> {
     let new = tree_blobs(git, snapshot)?;
     let old = tree_blobs(git, base)?;
@@ -66,8 +67,9 @@ pub fn plan(git: &Git, snapshot: &str, base: &str) -> Result<Vec<PlannedPatch>, 
     let mut planned = Vec::new();
     for id in order {
         let paths = &paths_of[id];
-        // A path a pattern cannot name would keep the blob in the pack as well.
-        if paths.iter().any(|b| b.path.contains(&b'\n')) {
+        // A path a pattern cannot name would keep the blob in the pack as well: a pattern
+        // line ends at `\n`, and git drops a `\r` before it.
+        if paths.iter().any(|b| b.path.contains(&b'\n') || b.path.contains(&b'\r')) {
             continue;
         }
         let base = paths.iter().find_map(|b| old_at.get(b.path.as_slice()).filter(|o| o.size <= MAX_PATCHED));
@@ -83,6 +85,8 @@ pub fn plan(git: &Git, snapshot: &str, base: &str) -> Result<Vec<PlannedPatch>, 
             break;
         }
     }
+    // Patches sharing a base follow each other: the device loads each base once.
+    planned.sort_by(|a, b| a.base.cmp(&b.base));
     Ok(planned)
 }
 
@@ -131,6 +135,10 @@ pub fn prepare(git: &Git, planned: Vec<PlannedPatch>) -> Result<Section, GitErro
                 tracing::info!(%path, blob = new.len(), literal = patch.literal, "little in common with its base; the blob stays in the pack");
                 continue;
             }
+            Ok(patch) if patch.differing.saturating_mul(100) < new.len() => {
+                tracing::info!(%path, blob = new.len(), differing = patch.differing, "copies and inserts only, as git's delta does; the blob stays in the pack");
+                continue;
+            }
             Ok(patch) => patch.raw,
             Err(err) => {
                 tracing::warn!(%path, %err, "no binary patch; the blob stays in the pack");
@@ -166,10 +174,12 @@ impl Section {
     }
 }
 
-/// A patch in raw form, and how many of the bytes it makes it carries as they are.
+/// A patch in raw form; how many of the bytes it makes it carries as they are (literal),
+/// and how many it makes by adding a non-zero difference to a base byte (differing).
 struct RawPatch {
     raw: Vec<u8>,
     literal: usize,
+    differing: usize,
 }
 
 impl RawPatch {
@@ -222,6 +232,7 @@ fn interleave(classic: &[u8]) -> std::io::Result<RawPatch> {
         return Err(bad("controls are not whole triples"));
     }
     let extra_len = extra.len();
+    let mut differing = 0;
     let mut raw = Vec::with_capacity(controls.len() + diff.len() + extra.len());
     let (mut diff, mut extra) = (diff.as_slice(), extra.as_slice());
     for triple in controls.chunks_exact(24) {
@@ -232,6 +243,7 @@ fn interleave(classic: &[u8]) -> std::io::Result<RawPatch> {
         };
         // Lengths are non-negative; the seek is sign-magnitude in both forms.
         raw.extend_from_slice(triple);
+        differing += added.iter().filter(|b| **b != 0).count();
         raw.extend_from_slice(added);
         raw.extend_from_slice(copied);
     }
@@ -239,7 +251,7 @@ fn interleave(classic: &[u8]) -> std::io::Result<RawPatch> {
         return Err(bad("bytes left over after the last control"));
     }
     let literal = extra_len;
-    Ok(RawPatch { raw, literal })
+    Ok(RawPatch { raw, literal, differing })
 }
 
 /// Splits `n` bytes off the front of `bytes`.
@@ -297,14 +309,14 @@ mod tests {
     use crate::git::testutil::Sandbox;
     use crate::git::ObjectFormat;
 
-    /// `kib` KiB of incompressible bytes; `edit` changes every 1000th 32-byte block.
+    /// `kib` KiB of incompressible bytes; `edit` above 1 adds `edit` to every 50th byte, as
+    /// a rebuild moving code shifts the addresses all through a program.
     fn noise(seed: &str, kib: usize, edit: u8) -> Vec<u8> {
-        (0..kib * 32)
-            .flat_map(|i| {
-                let block = Sha256::digest(format!("{seed} {i} {}", if i % 1000 == 0 { edit } else { 0 }));
-                block.to_vec()
-            })
-            .collect()
+        let mut bytes: Vec<u8> = (0..kib * 32).flat_map(|i| Sha256::digest(format!("{seed} {i}")).to_vec()).collect();
+        if edit > 1 {
+            bytes.iter_mut().step_by(50).for_each(|b| *b = b.wrapping_add(edit));
+        }
+        bytes
     }
 
     fn write(dir: &std::path::Path, rel: &str, bytes: &[u8]) {
@@ -322,28 +334,45 @@ mod tests {
         write(&dir, weird, &noise("weird", 80, 1));
         write(&dir, "same.bin", &noise("same", 100, 1));
         write(&dir, "small.txt", b"one\n");
+        write(&dir, "cr\r", &noise("cr", 80, 1));
+        write(&dir, "upper.bin", &noise("upper", 80, 1));
         let c1 = sandbox.commit_all(&dir, "first");
         write(&dir, "bin/tool", &noise("tool", 200, 2));
         write(&dir, "copy/tool", &noise("tool", 200, 2));
         write(&dir, weird, &noise("weird", 80, 2));
         write(&dir, "data/new.bin", &noise("new", 100, 1));
         write(&dir, "small.txt", b"two\n");
+        write(&dir, "cr\r", &noise("cr", 80, 2));
+        write(&dir, "upper.bin", &noise("upper", 80, 2));
+        write(&dir, "Upper.bin", &noise("Upper", 80, 1));
         let c2 = sandbox.commit_all(&dir, "second");
+        // As on a case-insensitive checkout, where `!/upper.bin` would leave `Upper.bin` out too.
+        sandbox.git_ok(&dir, &["config", "core.ignoreCase", "true"]);
         let git = sandbox.open(&dir);
         let s1 = git.make_snapshot(&git.tree_at(&c1, None).unwrap(), &c1, "stable", 1, None).unwrap();
         let s2 = git.make_snapshot(&git.tree_at(&c2, None).unwrap(), &c2, "stable", 2, None).unwrap();
         let id = |path: &str| sandbox.git_ok(&dir, &["rev-parse", &format!("{s2}:{path}")]);
 
         let planned = plan(&git, &s2, &s1).unwrap();
-        let targets: Vec<(&str, Vec<&[u8]>)> =
-            planned.iter().map(|p| (p.target.as_str(), p.paths.iter().map(Vec::as_slice).collect())).collect();
+        let mut targets: Vec<(&str, Vec<&[u8]>, &str)> = planned
+            .iter()
+            .map(|p| (p.target.as_str(), p.paths.iter().map(Vec::as_slice).collect(), p.base.as_str()))
+            .collect();
         let tool = id("bin/tool");
         let odd = id(weird);
-        assert_eq!(
-            targets,
-            vec![(tool.as_str(), vec![&b"bin/tool"[..], b"copy/tool"]), (odd.as_str(), vec![weird.as_bytes()])]
-        );
-        assert_eq!(planned[0].base, sandbox.git_ok(&dir, &["rev-parse", &format!("{s1}:bin/tool")]));
+        let base_of = |path: &str| sandbox.git_ok(&dir, &["rev-parse", &format!("{s1}:{path}")]);
+        let (tool_base, odd_base) = (base_of("bin/tool"), base_of(weird));
+        // Ordered by base, so that patches sharing one follow each other.
+        assert!(targets.windows(2).all(|w| w[0].2 <= w[1].2));
+        targets.sort();
+        let (upper, upper_base) = (id("upper.bin"), base_of("upper.bin"));
+        let mut expected = vec![
+            (tool.as_str(), vec![&b"bin/tool"[..], b"copy/tool"], tool_base.as_str()),
+            (odd.as_str(), vec![weird.as_bytes()], odd_base.as_str()),
+            (upper.as_str(), vec![&b"upper.bin"[..]], upper_base.as_str()),
+        ];
+        expected.sort();
+        assert_eq!(targets, expected);
 
         let mut bundle = Vec::new();
         let base = crate::payload::Base { commit: &s1, binary_patches: true };
@@ -351,9 +380,9 @@ mod tests {
         let header_end = bundle.windows(4).position(|w| w == b"PACK").unwrap();
         let section_at = bundle.windows(MAGIC.len()).rposition(|w| w == MAGIC).unwrap();
         let mut section = &bundle[section_at..];
-        assert_eq!(read_section_start(&mut section).unwrap(), 2);
+        assert_eq!(read_section_start(&mut section).unwrap(), 3);
         let first = read_patch_header(&mut section, 20).unwrap();
-        assert_eq!(hex::encode(&first.target), tool);
+        assert_eq!(hex::encode(&first.target), planned[0].target);
         // bsdiff's patch is as long as the blob but almost all zeros: zstd makes it small.
         let patch = &section[..first.patch_len as usize];
         let compressed = zstd::bulk::compress(patch, 3).unwrap().len();
@@ -377,7 +406,9 @@ mod tests {
         let idx = dir.join(format!(".git/objects/pack/pack-{}.idx", pack.trim().trim_start_matches("pack\t")));
         let listed = Command::new("git").arg("show-index").stdin(std::fs::File::open(idx).unwrap()).output().unwrap();
         let listed = String::from_utf8(listed.stdout).unwrap();
-        assert!(listed.contains(&id("data/new.bin")) && listed.contains(&id("small.txt")), "{listed}");
+        for kept in ["data/new.bin", "small.txt", "cr\r", "Upper.bin"] {
+            assert!(listed.contains(&id(kept)), "{kept:?} left the pack: {listed}");
+        }
         assert!(!listed.contains(&tool) && !listed.contains(&odd), "{listed}");
 
         // `--no-binary-patches`: a plain git bundle, which `git bundle verify` and `git fetch`
@@ -411,7 +442,11 @@ mod tests {
             bsdiff::patch(old, &mut patch.raw.as_slice(), &mut made).unwrap();
             assert!(made == *new);
         }
-        assert!(bsdiff(&program, &rebuilt).unwrap().literal < 100);
+        let rebuild = bsdiff(&program, &rebuilt).unwrap();
+        assert!(rebuild.literal < 100 && rebuild.differing > rebuilt.len() / 1000, "{}", rebuild.differing);
+        let mut edited = program.clone();
+        edited.splice(5000..5000, *b"a line inserted, as in a text file");
+        assert_eq!(bsdiff(&program, &edited).unwrap().differing, 0);
         assert_eq!(bsdiff(&rebuilt, &noise("other", 100, 1)).unwrap().literal, 100 << 10);
         // The `bsdiff` crate's own search took over two minutes on the zeros alone.
         assert!(start.elapsed() < std::time::Duration::from_secs(60), "{:?}", start.elapsed());

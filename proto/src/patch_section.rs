@@ -60,7 +60,7 @@ pub enum PatchSectionError {
     /// A patch section that breaks its format.
     #[error("bad patch section: {0}")]
     Malformed(String),
-    /// A count or length over its cap.
+    /// More patches than [`MAX_PATCHES`].
     #[error("patch section exceeds {0}")]
     TooLarge(String),
     /// Reading failed.
@@ -126,8 +126,8 @@ pub fn read_patch_header(r: &mut dyn Read, id_len: usize) -> Result<PatchHeader,
     let target_size = read_u64(r, "a target size")?;
     let patch_len = read_u64(r, "a patch length")?;
     if patch_len > max_patch_len(target_size) {
-        return Err(PatchSectionError::TooLarge(format!(
-            "{} bytes of patch for a {target_size}-byte blob (declares {patch_len})",
+        return Err(PatchSectionError::Malformed(format!(
+            "a patch of {patch_len} bytes for a {target_size}-byte blob exceeds the {} a patch may take",
             max_patch_len(target_size)
         )));
     }
@@ -193,7 +193,7 @@ mod tests {
             bytes
         };
         let too_long = read_patch_header(&mut framed(&header(100, 4203)).as_slice(), 20).expect_err("len");
-        assert_eq!(too_long.reason(), Reason::SizeExceeded, "{too_long}");
+        assert_eq!(too_long.reason(), Reason::Malformed, "{too_long}");
         let cut = framed(&header(100, 100));
         let truncated = read_patch_header(&mut &cut[..cut.len() - 1], 20).expect_err("cut");
         assert_eq!(truncated.reason(), Reason::Malformed, "{truncated}");

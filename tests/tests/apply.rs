@@ -201,12 +201,12 @@ fn a_changed_binary_travels_as_a_patch_and_applies() {
         let op = Operator::with_format(format);
         fleet(&op);
         // A real program's bytes: the first 512 KiB of the agent binary under test; the next
-        // release inserts 100 bytes in the middle and bumps every 4,096th byte.
+        // release inserts 100 bytes in the middle and bumps every 64th byte (addresses moved).
         let agent = std::fs::read(&ferry_tests::binaries().agent).expect("agent binary");
         let v1 = agent[..512 << 10].to_vec();
         let mut v2 = v1.clone();
         v2.splice(200_000..200_000, [0x5a; 100]);
-        for byte in v2.iter_mut().step_by(4096) {
+        for byte in v2.iter_mut().step_by(64) {
             *byte = byte.wrapping_add(1);
         }
         let tool = op.repo.join("site/bin/tool");

@@ -294,19 +294,30 @@ impl<'a> PackStream<'a> {
     /// Appends `id` from the object store as a full entry, if the store has it. A base it
     /// lacks must be in the pack itself, or the index writer refuses the pack.
     fn append_base(&mut self, id: &ObjectId) -> Result<(), GitError> {
-        let mut buf = Vec::new();
-        let data = match self.bases.try_find(id, &mut buf) {
-            Ok(Some(data)) => data,
-            Ok(None) => return Ok(()),
-            Err(err) => return Err(GitError::Store { detail: format!("{id}: {err}") }),
+        let Some((kind, data)) = self.find_in_store(id)? else {
+            return Ok(());
         };
-        let header = match data.kind {
+        let header = match kind {
             gix_object::Kind::Blob => Header::Blob,
             gix_object::Kind::Tree => Header::Tree,
             gix_object::Kind::Commit => Header::Commit,
             gix_object::Kind::Tag => Header::Tag,
         };
-        self.append_object(header, data.data)
+        self.append_object(header, &data)
+    }
+
+    /// The kind and content of `id` in the object store, if it is there.
+    fn find_in_store(&self, id: &ObjectId) -> Result<Option<(gix_object::Kind, Vec<u8>)>, GitError> {
+        let mut buf = Vec::new();
+        // gix's packed and loose lookups both hand back the whole buffer as the object.
+        let found = match self.bases.try_find(id, &mut buf) {
+            Ok(found) => found.map(|data| (data.kind, data.data.len())),
+            Err(err) => return Err(GitError::Store { detail: format!("{id}: {err}") }),
+        };
+        Ok(found.map(|(kind, len)| {
+            buf.truncate(len);
+            (kind, buf)
+        }))
     }
 
     /// Appends an object after the stream's entries as a full, stored entry.

@@ -152,6 +152,61 @@ fn a_section_after_an_empty_pack_still_lands() {
     assert!(store.contains(&oid(&hex::encode(&case.header.target))));
 }
 
+/// A patch copying nothing from its base: one control triple, then `bytes`.
+fn literal(bytes: &[u8]) -> Vec<u8> {
+    let mut patch = [0u64.to_le_bytes(), (bytes.len() as u64).to_le_bytes(), 0u64.to_le_bytes()].concat();
+    patch.extend_from_slice(bytes);
+    patch
+}
+
+fn blob_id(kind: Kind, bytes: &[u8]) -> Vec<u8> {
+    gix_object::compute_hash(kind, gix_object::Kind::Blob, bytes).expect("hash").as_slice().to_vec()
+}
+
+/// Each base is loaded once: a base coming back after another one is refused, and a target
+/// the store already holds is checked but not appended again.
+#[test]
+fn bases_are_loaded_once_and_held_blobs_not_appended_again() {
+    let case = Case::new(Kind::Sha1);
+    let app = case.repo.git(&["rev-parse", &format!("{}:config/app.toml", case.first)]);
+    let held = case.repo.git_bytes(&["cat-file", "blob", &app], b"");
+    let sections = |entries: &[(PatchHeader, Vec<u8>)]| {
+        let mut stream = case.pack.clone();
+        write_section_start(&mut stream, entries.len() as u32).expect("write");
+        for (header, patch) in entries {
+            write_patch_header(&mut stream, header).expect("write");
+            stream.extend_from_slice(patch);
+        }
+        stream
+    };
+    let from_app = |bytes: &[u8]| {
+        let header = PatchHeader {
+            target: blob_id(Kind::Sha1, bytes),
+            base: raw(&app),
+            target_size: bytes.len() as u64,
+            patch_len: bytes.len() as u64 + 24,
+        };
+        (header, literal(bytes))
+    };
+    let tool = (case.header.clone(), case.patch.clone());
+
+    // The tool's patch, then one from app.toml that makes app.toml itself (held already).
+    let stream = sections(&[tool.clone(), from_app(&held)]);
+    let (_dir, store) = store_with(&case.repo, &case.first);
+    let outcome = store.import_pack(&mut &stream[..], &[oid(&case.first)], &GitLimits::default()).expect("import");
+    let one_patch = {
+        let (_dir, store) = store_with(&case.repo, &case.first);
+        let stream = case.stream(&case.header, &case.patch);
+        store.import_pack(&mut &stream[..], &[oid(&case.first)], &GitLimits::default()).expect("import")
+    };
+    assert_eq!(outcome.objects_written, one_patch.objects_written, "the held blob is not appended");
+
+    // tool (base A), app (base B), tool's base again: refused.
+    let again = PatchHeader { target: blob_id(Kind::Sha1, b"x"), ..case.header.clone() };
+    let stream = sections(&[tool, from_app(b"new app\n"), (again, literal(b"x"))]);
+    case.refused("base again", &stream, &GitLimits::default(), Reason::Malformed, "not the previous");
+}
+
 #[test]
 fn every_wrong_section_is_refused_and_leaves_the_store_as_it_was() {
     let case = Case::new(Kind::Sha1);
@@ -171,7 +226,12 @@ fn every_wrong_section_is_refused_and_leaves_the_store_as_it_was() {
         ("wrong target id", case.stream(&with(&|x| x.target[0] ^= 1), &case.patch), Reason::Malformed, "makes blob"),
         ("wrong size", case.stream(&with(&|x| x.target_size -= 1), &case.patch), Reason::Malformed, "not the declared"),
         ("flipped byte", case.stream(h, &flipped), Reason::Malformed, "patch for"),
-        ("other base", case.stream(&with(&|x| x.base = raw(&unrelated)), &case.patch), Reason::Malformed, "patch for"),
+        (
+            "other base",
+            case.stream(&with(&|x| x.base = raw(&unrelated)), &case.patch),
+            Reason::Malformed,
+            "reaches past",
+        ),
         ("tree base", case.stream(&with(&|x| x.base = raw(&a_tree)), &case.patch), Reason::Malformed, "not a blob"),
         ("absent base", case.stream(&with(&|x| x.base = vec![7; 20]), &case.patch), Reason::MissingObject, "lacks"),
         (
@@ -195,8 +255,9 @@ fn every_wrong_section_is_refused_and_leaves_the_store_as_it_was() {
     let short = case.stream(&with(&|x| x.patch_len -= 10), &case.patch);
     case.refused("short length", &short, &limits, Reason::Malformed, "patch for");
     let full = case.stream(h, &case.patch);
-    for cut in [case.pack.len() + 3, case.pack.len() + 20, case.pack.len() + 60, full.len() - 1000, full.len() - 1] {
-        case.refused("truncated", &full[..cut], &limits, Reason::Malformed, "");
+    case.refused("cut in the magic", &full[..case.pack.len() + 3], &limits, Reason::Malformed, "junk after the pack");
+    for cut in [case.pack.len() + 20, case.pack.len() + 60, full.len() - 1000, full.len() - 1] {
+        case.refused("truncated", &full[..cut], &limits, Reason::Malformed, "truncated");
     }
     // Twice the same blob.
     let mut twice = case.pack.clone();
