@@ -7,7 +7,7 @@
 //! timestamps are not drift. An added or removed directory is reported once, not per file
 //! inside it. The top-level `.ferry-slot` record is ignored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use gix_object::bstr::{BStr, BString, ByteSlice};
 
 use super::error::GitError;
-use super::tree::{Entry, EntryKind, ValidatedTree, SLOT_RECORD};
+use super::slot_walk::{walk_slot, Found};
+use super::tree::{EntryKind, ValidatedTree};
 use super::{rel_path, ObjectStore};
 
 /// One path that differs between the directory and the tree.
@@ -73,10 +74,9 @@ pub fn diff_dir_against_tree(
     if !meta.is_dir() {
         return Err(GitError::io(dir, std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
     }
-    let expected: HashMap<&BStr, &Entry> = tree.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
-    let mut diff =
-        Diff { kind: store.kind(), expected, seen: HashSet::new(), walked_dirs: HashSet::new(), out: Vec::new() };
-    diff.walk(dir, BString::default())?;
+    let mut diff = Diff { kind: store.kind(), seen: HashSet::new(), walked_dirs: HashSet::new(), out: Vec::new() };
+    diff.walked_dirs.insert(BString::default());
+    walk_slot(dir, tree, &mut |found: Found| diff.compare(found))?;
 
     // Missing entries: report each one whose parent directory was walked, so a removed
     // directory shows up once.
@@ -94,63 +94,48 @@ pub fn diff_dir_against_tree(
     Ok(out)
 }
 
-struct Diff<'t> {
+struct Diff {
     kind: gix_hash::Kind,
-    expected: HashMap<&'t BStr, &'t Entry>,
     seen: HashSet<BString>,
     walked_dirs: HashSet<BString>,
     out: Vec<DriftEntry>,
 }
 
-impl Diff<'_> {
+impl Diff {
     fn push(&mut self, path: &BStr, kind: DriftKind) {
         self.out.push(DriftEntry { path: rel_path(path).to_owned(), kind });
     }
 
-    /// Compares the directory `abs` (at `rel` from the root) with the tree.
-    fn walk(&mut self, abs: &Path, rel: BString) -> Result<(), GitError> {
-        let listing = std::fs::read_dir(abs).map_err(|e| GitError::io(abs, e))?;
-        self.walked_dirs.insert(rel.clone());
-        for dirent in listing {
-            let dirent = dirent.map_err(|e| GitError::io(abs, e))?;
-            let name = dirent.file_name();
-            let name = name.as_bytes();
-            if rel.is_empty() && name == SLOT_RECORD {
-                continue;
+    /// Compares one entry of the directory with the tree; returns whether to walk into it.
+    fn compare(&mut self, found: Found) -> Result<bool, GitError> {
+        let Found { path, abs, meta, entry } = found;
+        let Some(entry) = entry else {
+            self.push(path, DriftKind::Added);
+            return Ok(false);
+        };
+        self.seen.insert(path.to_owned());
+        let file_type = meta.file_type();
+        match &entry.kind {
+            EntryKind::Dir if file_type.is_dir() => {
+                self.walked_dirs.insert(path.to_owned());
+                return Ok(true);
             }
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name);
-            let on_disk = dirent.path();
-            let meta = std::fs::symlink_metadata(&on_disk).map_err(|e| GitError::io(&on_disk, e))?;
-
-            let Some(entry) = self.expected.get(path.as_bstr()).copied() else {
-                self.push(path.as_bstr(), DriftKind::Added);
-                continue;
-            };
-            self.seen.insert(path.clone());
-            let file_type = meta.file_type();
-            match &entry.kind {
-                EntryKind::Dir if file_type.is_dir() => self.walk(&on_disk, path)?,
-                EntryKind::Symlink { target } if file_type.is_symlink() => {
-                    let actual = std::fs::read_link(&on_disk).map_err(|e| GitError::io(&on_disk, e))?;
-                    if actual.as_os_str().as_bytes() != target.as_slice() {
-                        self.push(path.as_bstr(), DriftKind::SymlinkTarget);
-                    }
+            EntryKind::Symlink { target } if file_type.is_symlink() => {
+                let actual = std::fs::read_link(abs).map_err(|e| GitError::io(abs, e))?;
+                if actual.as_os_str().as_bytes() != target.as_slice() {
+                    self.push(path, DriftKind::SymlinkTarget);
                 }
-                EntryKind::File { executable, size } if file_type.is_file() => {
-                    let mode = (meta.permissions().mode() & 0o100 != 0) != *executable;
-                    let content = meta.len() != *size || self.blob_id(&on_disk, meta.len())? != entry.id;
-                    if content || mode {
-                        self.push(path.as_bstr(), DriftKind::Modified { content, mode });
-                    }
-                }
-                _ => self.push(path.as_bstr(), DriftKind::TypeChanged),
             }
+            EntryKind::File { executable, size } if file_type.is_file() => {
+                let mode = (meta.permissions().mode() & 0o100 != 0) != *executable;
+                let content = meta.len() != *size || self.blob_id(abs, meta.len())? != entry.id;
+                if content || mode {
+                    self.push(path, DriftKind::Modified { content, mode });
+                }
+            }
+            _ => self.push(path, DriftKind::TypeChanged),
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The git blob id of the file at `path`, streamed.

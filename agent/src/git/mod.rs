@@ -30,6 +30,7 @@ mod import;
 mod names;
 mod pack_stream;
 mod prune;
+mod slot_walk;
 mod tree;
 mod update;
 

@@ -27,11 +27,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use gix_object::bstr::{BStr, BString, ByteSlice};
+use gix_object::bstr::{BStr, ByteSlice};
 
 use super::checkout::{CheckoutStats, Writer};
 use super::error::GitError;
-use super::tree::{Entry, EntryKind, ValidatedTree, SLOT_RECORD};
+use super::slot_walk::{walk_slot, Found, WalkError};
+use super::tree::{Entry, EntryKind, ValidatedTree};
 use super::{rel_path, ObjectStore};
 
 /// A file's status-change time: seconds and nanoseconds since the Unix epoch.
@@ -55,10 +56,38 @@ pub struct NotIntact {
 /// Checks that `dest` holds exactly `tree` as written by a checkout or update, with nothing
 /// changed since `record_ctime` (the ctime of the slot's record). See the module docs.
 pub fn check_intact(tree: &ValidatedTree, dest: &Path, record_ctime: Ctime) -> Result<(), NotIntact> {
-    let expected: HashMap<&BStr, &Entry> = tree.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
-    let mut check = Check { expected, record_ctime, seen: 0 };
-    check.walk(dest, &BString::default())?;
-    if check.seen != tree.entries().len() {
+    let mut seen = 0;
+    walk_slot(dest, tree, &mut |found: Found| {
+        let fail = |what: String| NotIntact { path: found.abs.to_owned(), what };
+        let Some(entry) = found.entry else {
+            return Err(fail("not in the slot's tree".into()));
+        };
+        let meta = found.meta;
+        if ctime(meta) >= record_ctime {
+            return Err(fail("changed after the slot was written (ctime)".into()));
+        }
+        seen += 1;
+        let mode = meta.permissions().mode() & 0o7777;
+        let file_type = meta.file_type();
+        match &entry.kind {
+            EntryKind::Dir if file_type.is_dir() && mode == 0o755 => return Ok(true),
+            EntryKind::File { executable, size } if file_type.is_file() => {
+                let want = if *executable { 0o755 } else { 0o644 };
+                if mode != want || meta.len() != *size {
+                    return Err(fail(format!("mode {mode:o}, {} bytes", meta.len())));
+                }
+            }
+            EntryKind::Symlink { target } if file_type.is_symlink() => {
+                let actual = std::fs::read_link(found.abs).map_err(|e| fail(format!("cannot read link: {e}")))?;
+                if actual.as_os_str().as_bytes() != target.as_slice() {
+                    return Err(fail("symlink target differs".into()));
+                }
+            }
+            _ => return Err(fail(format!("not what the tree holds there (mode {mode:o})"))),
+        }
+        Ok(false)
+    })?;
+    if seen != tree.entries().len() {
         let on_disk = |e: &&Entry| std::fs::symlink_metadata(dest.join(rel_path(e.path.as_bstr()))).is_ok();
         let missing = tree
             .entries()
@@ -70,57 +99,9 @@ pub fn check_intact(tree: &ValidatedTree, dest: &Path, record_ctime: Ctime) -> R
     Ok(())
 }
 
-struct Check<'t> {
-    expected: HashMap<&'t BStr, &'t Entry>,
-    record_ctime: Ctime,
-    seen: usize,
-}
-
-impl Check<'_> {
-    fn walk(&mut self, abs: &Path, rel: &BString) -> Result<(), NotIntact> {
-        let fail = |path: &Path, what: String| NotIntact { path: path.to_owned(), what };
-        let listing = std::fs::read_dir(abs).map_err(|e| fail(abs, format!("cannot list: {e}")))?;
-        for dirent in listing {
-            let dirent = dirent.map_err(|e| fail(abs, format!("cannot list: {e}")))?;
-            let name = dirent.file_name();
-            if rel.is_empty() && name.as_bytes() == SLOT_RECORD {
-                continue;
-            }
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(name.as_bytes());
-            let on_disk = dirent.path();
-            let Some(entry) = self.expected.get(path.as_bstr()).copied() else {
-                return Err(fail(&on_disk, "not in the slot's tree".into()));
-            };
-            let meta = std::fs::symlink_metadata(&on_disk).map_err(|e| fail(&on_disk, format!("cannot stat: {e}")))?;
-            if ctime(&meta) >= self.record_ctime {
-                return Err(fail(&on_disk, "changed after the slot was written (ctime)".into()));
-            }
-            self.seen += 1;
-            let mode = meta.permissions().mode() & 0o7777;
-            let file_type = meta.file_type();
-            match &entry.kind {
-                EntryKind::Dir if file_type.is_dir() && mode == 0o755 => self.walk(&on_disk, &path)?,
-                EntryKind::File { executable, size } if file_type.is_file() => {
-                    let want = if *executable { 0o755 } else { 0o644 };
-                    if mode != want || meta.len() != *size {
-                        return Err(fail(&on_disk, format!("mode {mode:o}, {} bytes", meta.len())));
-                    }
-                }
-                EntryKind::Symlink { target } if file_type.is_symlink() => {
-                    let actual =
-                        std::fs::read_link(&on_disk).map_err(|e| fail(&on_disk, format!("cannot read link: {e}")))?;
-                    if actual.as_os_str().as_bytes() != target.as_slice() {
-                        return Err(fail(&on_disk, "symlink target differs".into()));
-                    }
-                }
-                _ => return Err(fail(&on_disk, format!("not what the tree holds there (mode {mode:o})"))),
-            }
-        }
-        Ok(())
+impl From<WalkError> for NotIntact {
+    fn from(e: WalkError) -> Self {
+        NotIntact { path: e.path, what: format!("cannot {}: {}", e.op, e.error) }
     }
 }
 
