@@ -7,7 +7,6 @@
 //! handed to the visitor with its path from the slot root, its metadata and the tree entry
 //! at that path, if any; the walk descends into it only when the visitor asks to.
 
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -54,14 +53,13 @@ pub(super) fn walk_slot<'t, E: From<WalkError>>(
     tree: &'t ValidatedTree,
     visit: &mut impl FnMut(Found<'_, 't>) -> Result<bool, E>,
 ) -> Result<(), E> {
-    let expected: HashMap<&BStr, &Entry> = tree.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
-    walk_dir(dir, &BString::default(), &expected, visit)
+    walk_dir(dir, &BString::default(), tree, visit)
 }
 
 fn walk_dir<'t, E: From<WalkError>>(
     abs: &Path,
     rel: &BString,
-    expected: &HashMap<&BStr, &'t Entry>,
+    tree: &'t ValidatedTree,
     visit: &mut impl FnMut(Found<'_, 't>) -> Result<bool, E>,
 ) -> Result<(), E> {
     let failed = |path: &Path, op, error| WalkError { path: path.to_owned(), op, error };
@@ -79,10 +77,10 @@ fn walk_dir<'t, E: From<WalkError>>(
         path.extend_from_slice(name.as_bytes());
         let on_disk = dirent.path();
         let meta = std::fs::symlink_metadata(&on_disk).map_err(|e| failed(&on_disk, "stat", e))?;
-        let entry = expected.get(path.as_bstr()).copied();
+        let entry = tree.entry(path.as_bstr());
         let found = Found { path: path.as_bstr(), abs: &on_disk, meta: &meta, entry };
         if visit(found)? && meta.is_dir() {
-            walk_dir(&on_disk, &path, expected, visit)?;
+            walk_dir(&on_disk, &path, tree, visit)?;
         }
     }
     Ok(())

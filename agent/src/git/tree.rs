@@ -75,6 +75,13 @@ impl ValidatedTree {
     pub(crate) fn entries(&self) -> &[Entry] {
         &self.entries
     }
+
+    /// The entry at `path`, found by binary search in the sorted entries (a validated tree
+    /// holds each path once).
+    pub(crate) fn entry(&self, path: &BStr) -> Option<&Entry> {
+        let at = self.entries.binary_search_by(|e| e.path.as_bstr().cmp(path)).ok()?;
+        Some(&self.entries[at])
+    }
 }
 
 /// One validated entry.

@@ -22,12 +22,11 @@
 //! one `syncfs`. The caller removes the slot's record before updating, so a crash midway
 //! leaves a slot without a record: incomplete, removed on the next start, never switched to.
 
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use gix_object::bstr::{BStr, ByteSlice};
+use gix_object::bstr::ByteSlice;
 
 use super::checkout::{CheckoutStats, Writer};
 use super::error::GitError;
@@ -122,13 +121,11 @@ pub fn update(
     new: &ValidatedTree,
     dest: &Path,
 ) -> Result<CheckoutStats, GitError> {
-    let new_by_path: HashMap<&BStr, &Entry> = new.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
-    let old_by_path: HashMap<&BStr, &Entry> = old.entries().iter().map(|e| (e.path.as_bstr(), e)).collect();
     let mut writer = Writer::new(store, dest);
 
     // Deepest first: a directory's contents sort after it, so they go before it.
     for entry in old.entries().iter().rev() {
-        if new_by_path.get(entry.path.as_bstr()).is_some_and(|n| unchanged(entry, n)) {
+        if new.entry(entry.path.as_bstr()).is_some_and(|n| unchanged(entry, n)) {
             continue;
         }
         let path = dest.join(rel_path(entry.path.as_bstr()));
@@ -143,7 +140,7 @@ pub fn update(
         Err(GitError::io(dest, std::io::Error::other("failpoint update::after-removals fired")))
     });
     for entry in new.entries() {
-        if old_by_path.get(entry.path.as_bstr()).is_some_and(|o| unchanged(o, entry)) {
+        if old.entry(entry.path.as_bstr()).is_some_and(|o| unchanged(o, entry)) {
             continue;
         }
         writer.create(entry)?;
