@@ -1,5 +1,7 @@
 //! The agent's pack import (`ObjectStore::import_pack`): the streaming entry reader of
-//! `agent/src/git/pack_stream.rs` and gix's index writer behind it.
+//! `agent/src/git/pack_stream.rs`, and the delta resolution and index writer of
+//! `agent/src/git/pack_index.rs` (with the delta applier of `agent/src/git/delta.rs`)
+//! behind it.
 //!
 //! The input is a pack body after a pack header with an arbitrary object count; when
 //! `checksum` is set the target appends the body's correct SHA-1 trailer, so inputs get past

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use gix_object::bstr::ByteSlice;
 
 use super::error::GitError;
+use super::pack_reader::PackReader;
 use super::tree::{Entry, EntryKind, ValidatedTree};
 use super::{rel_path, ObjectStore};
 
@@ -171,9 +172,10 @@ fn write_files_on(
     let failed = AtomicBool::new(false);
     let work = |store: &ObjectStore| -> Result<(u64, u64), GitError> {
         let (mut count, mut bytes, mut buf) = (0, 0, Vec::new());
+        let mut reader = PackReader::new(store);
         while !failed.load(Ordering::Relaxed) {
             let Some(entry) = files.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-            match write_file(store, dest, entry, &mut buf) {
+            match write_file(store, &mut reader, dest, entry, &mut buf) {
                 Ok(n) => (count, bytes) = (count + 1, bytes + n),
                 Err(e) => {
                     failed.store(true, Ordering::Relaxed);
@@ -199,16 +201,27 @@ fn write_files_on(
 }
 
 /// Writes one regular file exclusively (never through a link, never over anything) with the
-/// blob's raw bytes and mode 0644 or 0755; returns the bytes written.
-fn write_file(store: &ObjectStore, dest: &Path, file: &FileToWrite, buf: &mut Vec<u8>) -> Result<u64, GitError> {
+/// blob's raw bytes and mode 0644 or 0755; returns the bytes written. A blob stored whole
+/// in a pack streams from it ([`PackReader`]); only a delta's or a loose object's is read
+/// into memory.
+fn write_file(
+    store: &ObjectStore,
+    reader: &mut PackReader,
+    dest: &Path,
+    file: &FileToWrite,
+    buf: &mut Vec<u8>,
+) -> Result<u64, GitError> {
     let FileToWrite { entry, executable, size } = *file;
     let path = dest.join(rel_path(entry.path.as_bstr()));
     let io = |e| GitError::io(&path, e);
-    let data = store.read_object(&entry.id, gix_object::Kind::Blob, size, Some(entry.path.as_bstr()), buf)?;
     let mode = if executable { 0o755 } else { 0o644 };
     let mut file = gix_fs::open_options_no_follow().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
-    file.write_all(data).and_then(|()| file.set_permissions(Permissions::from_mode(mode))).map_err(io)?;
-    Ok(data.len() as u64)
+    if !reader.copy_blob(&entry.id, size, &mut file, &path)? {
+        let data = store.read_object(&entry.id, gix_object::Kind::Blob, size, Some(entry.path.as_bstr()), buf)?;
+        file.write_all(data).map_err(io)?;
+    }
+    file.set_permissions(Permissions::from_mode(mode)).map_err(io)?;
+    Ok(size)
 }
 
 /// Returns once `CLOCK_REALTIME_COARSE`, the clock new file timestamps come from, has

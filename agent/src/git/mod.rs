@@ -24,10 +24,13 @@
 //! All of it is blocking I/O: call it from `spawn_blocking` or a dedicated thread.
 
 mod checkout;
+mod delta;
 mod drift;
 mod error;
 mod import;
 mod names;
+mod pack_index;
+mod pack_reader;
 mod pack_stream;
 mod prune;
 mod slot_walk;
@@ -178,20 +181,7 @@ impl ObjectStore {
         max_size: u64,
         path: Option<&BStr>,
     ) -> Result<u64, GitError> {
-        let missing =
-            |found| GitError::MissingObject { id: id.to_owned(), expected, found, path: path.map(ToOwned::to_owned) };
-        let header = self.header(id)?.ok_or_else(|| missing(None))?;
-        if header.kind != expected {
-            return Err(missing(Some(header.kind)));
-        }
-        if header.size > max_size {
-            let at = match path {
-                Some(path) => format!("{path:?} ({id})"),
-                None => id.to_string(),
-            };
-            return Err(GitError::size(Limit::ObjectSize, max_size, Some(header.size), at));
-        }
-        Ok(header.size)
+        check_header(id, self.header(id)?, expected, max_size, path)
     }
 
     /// Reads `id` into `buf` after [`Self::expect_object`]'s checks.
@@ -215,4 +205,29 @@ impl ObjectStore {
             Err(e) => Err(GitError::Store { detail: format!("{id}: {e}") }),
         }
     }
+}
+
+/// Checks that `header`, looked up for `id`, is an object of kind `expected` no larger than
+/// `max_size`. `path` names the tree entry that refers to it, for errors.
+fn check_header(
+    id: &oid,
+    header: Option<gix_object::Header>,
+    expected: gix_object::Kind,
+    max_size: u64,
+    path: Option<&BStr>,
+) -> Result<u64, GitError> {
+    let missing =
+        |found| GitError::MissingObject { id: id.to_owned(), expected, found, path: path.map(ToOwned::to_owned) };
+    let header = header.ok_or_else(|| missing(None))?;
+    if header.kind != expected {
+        return Err(missing(Some(header.kind)));
+    }
+    if header.size > max_size {
+        let at = match path {
+            Some(path) => format!("{path:?} ({id})"),
+            None => id.to_string(),
+        };
+        return Err(GitError::size(Limit::ObjectSize, max_size, Some(header.size), at));
+    }
+    Ok(header.size)
 }

@@ -5,13 +5,14 @@
 //! compressed bytes into a `Vec` before hashing them: one entry costs its compressed size in
 //! memory, and a zlib stream padded with empty stored blocks is far longer than the object it
 //! declares (RELIABILITY.md, F6). [`PackStream`] inflates each entry into a small scratch
-//! buffer while its bytes pass into the pack file, and gives gix's index writer
-//! (`gix_pack::index::write_data_iter_to_stream`) only the entry's metadata; gix reads the
-//! bytes back from the file when it resolves deltas. On the way it enforces, per entry, the
+//! buffer while its bytes pass into the pack file, and records only the entry's offset,
+//! CRC-32 and (for a whole object) id. On the way it enforces, per entry, the
 //! declared size against `max_object_size` (before inflating anything), a compressed length
 //! within what zlib can need for the declared size ([`compressed_bound`]) and an inflated
 //! length equal to the declared size; for the whole stream, the byte cap, the trailing
-//! checksum, and that nothing follows it.
+//! checksum, and that nothing follows it. Whole (non-delta) objects are hashed as they
+//! inflate, so their ids are known without ever holding one whole; deltas are resolved
+//! afterwards from the file ([`super::pack_index`]).
 //!
 //! Thin packs: the `REF_DELTA` bases found in the object store are appended after the
 //! stream's last entry, as `git index-pack --fix-thin` does; the header's object count is
@@ -21,7 +22,7 @@
 //! A delta payload's pack may be followed by a patch section (`patches`): its blobs are
 //! appended the same way.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
@@ -29,10 +30,10 @@ use std::path::Path;
 use gix_hash::ObjectId;
 use gix_object::Find;
 use gix_pack::data::entry::Header;
-use gix_pack::data::input::Entry;
 use gix_zlib::{Decompress, FlushDecompress, Status};
 
 use super::error::{GitError, Limit};
+use super::pack_index::{PackedEntry, PackedObject};
 
 mod patches;
 mod tap;
@@ -51,11 +52,7 @@ pub fn compressed_bound(size: u64) -> u64 {
     size.saturating_add(size / 16).saturating_add(64)
 }
 
-/// The pack stream read entry by entry into `file`, as an iterator of the entries' metadata.
-///
-/// Yields the stream's entries, then the thin-pack bases it appended; the last one carries
-/// the pack's checksum. After the first error it yields nothing more; the error itself is
-/// kept for [`PackStream::take_failure`] (gix only learns that the stream was refused).
+/// The pack stream read entry by entry into a file by [`PackStream::run`].
 pub(super) struct PackStream<'a> {
     tap: Tap<'a>,
     inflate: Decompress,
@@ -68,11 +65,24 @@ pub(super) struct PackStream<'a> {
     left: u32,
     ref_bases: Vec<ObjectId>,
     seen_bases: HashSet<ObjectId>,
-    ready: VecDeque<Entry>,
-    finished: bool,
-    failure: Option<GitError>,
+    entries: Vec<PackedEntry>,
     appended: u32,
     patched: u32,
+}
+
+/// What [`PackStream::run`] wrote.
+#[derive(Debug)]
+pub(super) struct StreamedPack {
+    /// Every entry of the file, in offset order: the stream's, then the appended objects.
+    pub entries: Vec<PackedEntry>,
+    /// The file's trailing checksum.
+    pub checksum: ObjectId,
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Objects appended after the stream's entries: thin-pack bases and patched blobs.
+    pub appended: u32,
+    /// Blobs made by the patch section, of `appended`.
+    pub patched: u32,
 }
 
 impl<'a> PackStream<'a> {
@@ -105,68 +115,36 @@ impl<'a> PackStream<'a> {
             left: declared,
             ref_bases: Vec::new(),
             seen_bases: HashSet::new(),
-            ready: VecDeque::new(),
-            finished: false,
-            failure: None,
+            entries: Vec::new(),
             appended: 0,
             patched: 0,
         })
     }
 
-    /// Why the stream was refused, if it was.
-    pub(super) fn take_failure(&mut self) -> Option<GitError> {
-        self.failure.take()
-    }
-
-    /// Objects appended after the stream's entries: thin-pack bases and patched blobs.
-    pub(super) fn appended(&self) -> u32 {
-        self.appended
-    }
-
-    /// Blobs made by the patch section, of [`Self::appended`].
-    pub(super) fn patched(&self) -> u32 {
-        self.patched
-    }
-
-    /// Bytes read from the source.
-    pub(super) fn bytes_read(&self) -> u64 {
-        self.tap.served
-    }
-
-    /// Completes the stream (trailer, bases, patches, nothing after them, the file flushed)
-    /// if the index writer stopped iterating before its end.
-    pub(super) fn finish(&mut self) -> Result<(), GitError> {
-        if !self.finished && self.failure.is_none() && self.left == 0 {
-            if let Err(err) = self.complete() {
-                self.fail(err);
+    /// Reads every entry, the trailer, the thin-pack bases and the patch section into the
+    /// file, checking everything on the way.
+    pub(super) fn run(mut self) -> Result<StreamedPack, GitError> {
+        while self.left > 0 {
+            let entry = self.read_entry()?;
+            self.left -= 1;
+            if let PackedObject::RefDelta { base_id } = entry.object {
+                if self.seen_bases.insert(base_id) {
+                    self.ref_bases.push(base_id);
+                }
             }
+            self.entries.push(entry);
         }
-        self.failure.take().map_or(Ok(()), Err)
+        let checksum = self.complete()?;
+        Ok(StreamedPack {
+            entries: self.entries,
+            checksum,
+            bytes_read: self.tap.served,
+            appended: self.appended,
+            patched: self.patched,
+        })
     }
 
-    fn fail(&mut self, err: GitError) {
-        self.finished = true;
-        self.failure = Some(err);
-        self.ready.clear();
-    }
-
-    /// Reads the next entry; after the last one, the trailer and the thin-pack bases.
-    fn advance(&mut self) -> Result<(), GitError> {
-        let entry = self.read_entry()?;
-        self.left -= 1;
-        if let Header::RefDelta { base_id } = entry.header {
-            if self.seen_bases.insert(base_id) {
-                self.ref_bases.push(base_id);
-            }
-        }
-        self.ready.push_back(entry);
-        if self.left == 0 {
-            self.complete()?;
-        }
-        Ok(())
-    }
-
-    fn read_entry(&mut self) -> Result<Entry, GitError> {
+    fn read_entry(&mut self) -> Result<PackedEntry, GitError> {
         let at = self.tap.out.len;
         self.tap.out.begin_entry();
         self.tap.entry = None;
@@ -189,23 +167,38 @@ impl<'a> PackStream<'a> {
             ));
         }
         self.tap.entry = Some(EntryBudget { at, declared, limit: header_size + compressed_bound(declared) });
-        self.inflate_entry(at, declared)?;
+        let object = match parsed.header {
+            Header::OfsDelta { base_distance } => {
+                let base_offset = parsed
+                    .checked_base_pack_offset(base_distance)
+                    .ok_or_else(|| entry_error(at, "its delta base would lie before the start of the pack"))?;
+                self.inflate_entry(at, declared, None)?;
+                PackedObject::OfsDelta { base_offset }
+            }
+            Header::RefDelta { base_id } => {
+                self.inflate_entry(at, declared, None)?;
+                PackedObject::RefDelta { base_id }
+            }
+            Header::Blob | Header::Tree | Header::Commit | Header::Tag => {
+                let kind = parsed.header.as_kind().expect("a whole object's header names its kind");
+                let mut hasher = gix_hash::hasher(self.kind);
+                hasher.update(&gix_object::encode::loose_header(kind, declared));
+                self.inflate_entry(at, declared, Some(&mut hasher))?;
+                PackedObject::Whole(hasher.try_finalize().map_err(|e| entry_error(at, e))?)
+            }
+        };
         self.tap.entry = None;
-        let entry_len = self.tap.out.entry_len;
-        Ok(Entry {
-            header: parsed.header,
-            header_size: u16::try_from(header_size).map_err(|_| entry_error(at, "header too long"))?,
-            pack_offset: at,
-            compressed: None,
-            compressed_size: entry_len - header_size,
-            crc32: Some(self.tap.out.entry_crc()),
-            decompressed_size: declared,
-            trailer: None,
-        })
+        Ok(PackedEntry { offset: at, crc32: self.tap.out.entry_crc(), object })
     }
 
-    /// Inflates one zlib stream from the tap, counting what comes out.
-    fn inflate_entry(&mut self, at: u64, declared: u64) -> Result<(), GitError> {
+    /// Inflates one zlib stream from the tap, counting what comes out and passing it to
+    /// `hasher` if there is one.
+    fn inflate_entry(
+        &mut self,
+        at: u64,
+        declared: u64,
+        mut hasher: Option<&mut gix_hash::Hasher>,
+    ) -> Result<(), GitError> {
         self.inflate.reset();
         let mut produced = 0u64;
         loop {
@@ -225,6 +218,9 @@ impl<'a> PackStream<'a> {
             self.tap.consume(consumed);
             if let Some(err) = self.tap.failure.take() {
                 return Err(err);
+            }
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.update(&self.scratch[..written as usize]);
             }
             produced += written;
             if produced > declared {
@@ -253,9 +249,8 @@ impl<'a> PackStream<'a> {
 
     /// After the last entry: the trailer must be the checksum of what came before; then
     /// thin-pack bases are appended, then the blobs of the patch section if one follows
-    /// (nothing else may), and the file is flushed.
-    fn complete(&mut self) -> Result<(), GitError> {
-        self.finished = true;
+    /// (nothing else may), and the file is flushed. Returns the file's checksum.
+    fn complete(&mut self) -> Result<ObjectId, GitError> {
         let computed = self.tap.out.take_hash()?;
         self.tap.record = false;
         let mut trailer = vec![0; self.kind.len_in_bytes()];
@@ -270,8 +265,21 @@ impl<'a> PackStream<'a> {
             )));
         }
         let mut checksum = computed;
-        for id in std::mem::take(&mut self.ref_bases) {
-            self.append_base(&id)?;
+        let ref_bases = std::mem::take(&mut self.ref_bases);
+        if !ref_bases.is_empty() {
+            // A base the stream holds whole must not be appended again: git refuses a pack
+            // holding one object twice (as a base of the same deltas).
+            let whole: HashSet<ObjectId> = self
+                .entries
+                .iter()
+                .filter_map(|e| match e.object {
+                    PackedObject::Whole(id) => Some(id),
+                    _ => None,
+                })
+                .collect();
+            for id in ref_bases.iter().filter(|id| !whole.contains(*id)) {
+                self.append_base(id)?;
+            }
         }
         if self.tap.ready()? > 0 {
             self.apply_patches()?;
@@ -285,10 +293,7 @@ impl<'a> PackStream<'a> {
             checksum = self.tap.out.rewrite_count_and_hash(count)?;
         }
         self.tap.out.write_trailer(checksum.as_slice())?;
-        if let Some(last) = self.ready.back_mut() {
-            last.trailer = Some(checksum);
-        }
-        Ok(())
+        Ok(checksum)
     }
 
     /// Appends `id` from the object store as a full entry, if the store has it. A base it
@@ -303,7 +308,7 @@ impl<'a> PackStream<'a> {
             gix_object::Kind::Commit => Header::Commit,
             gix_object::Kind::Tag => Header::Tag,
         };
-        self.append_object(header, &data)
+        self.append_object(header, &data, *id)
     }
 
     /// The kind and content of `id` in the object store, if it is there.
@@ -320,13 +325,13 @@ impl<'a> PackStream<'a> {
         }))
     }
 
-    /// Appends an object after the stream's entries as a full, stored entry.
-    fn append_object(&mut self, header: Header, data: &[u8]) -> Result<(), GitError> {
+    /// Appends the object `id` after the stream's entries as a full, stored entry.
+    fn append_object(&mut self, header: Header, data: &[u8], id: ObjectId) -> Result<(), GitError> {
         let out = &mut self.tap.out;
         let at = out.len;
         out.begin_entry();
         let size = data.len() as u64;
-        let header_size = header.write_to(size, out).map_err(|e| out.io_error(e))?;
+        header.write_to(size, out).map_err(|e| out.io_error(e))?;
         // Stored, not compressed: the payload's own entries arrive stored too (the bundler
         // packs with `pack.compression=0` for zstd), and deflating the bases of a 10 % delta
         // was a quarter of its apply's CPU time.
@@ -335,17 +340,7 @@ impl<'a> PackStream<'a> {
             deflate.write_all(data).and_then(|()| deflate.flush())
         };
         compressed.map_err(|e| out.io_error(e))?;
-        let entry_len = out.entry_len;
-        self.ready.push_back(Entry {
-            header,
-            header_size: header_size as u16,
-            pack_offset: at,
-            compressed: None,
-            compressed_size: entry_len - header_size as u64,
-            crc32: Some(out.entry_crc()),
-            decompressed_size: size,
-            trailer: None,
-        });
+        self.entries.push(PackedEntry { offset: at, crc32: out.entry_crc(), object: PackedObject::Whole(id) });
         self.appended += 1;
         Ok(())
     }
@@ -353,31 +348,4 @@ impl<'a> PackStream<'a> {
 
 fn entry_error(at: u64, detail: impl std::fmt::Display) -> GitError {
     GitError::malformed(format!("pack entry at offset {at}: {detail}"))
-}
-
-impl Iterator for PackStream<'_> {
-    type Item = gix_error::Result<Entry>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(entry) = self.ready.pop_front() {
-            return Some(Ok(entry));
-        }
-        if self.finished {
-            return None;
-        }
-        // An empty pack has no last entry to complete it: its trailer, bases and patches now.
-        let step = if self.left == 0 { self.complete() } else { self.advance() };
-        match step {
-            Ok(()) => self.ready.pop_front().map(Ok),
-            Err(err) => {
-                self.fail(err);
-                Some(Err(gix_error::Error::from_error(io::Error::other("pack stream refused"))))
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        // Thin-pack bases and patched blobs come after the stream's entries.
-        (self.left as usize + self.ready.len(), None)
-    }
 }

@@ -25,7 +25,8 @@ use gix_object::TreeRefIter;
 
 use super::error::{GitError, Limit, PathProblem, SymlinkProblem};
 use super::names::{self, NodeKind, ResolveError, Trie, ROOT};
-use super::{GitLimits, ObjectStore};
+use super::pack_reader::PackReader;
+use super::{check_header, GitLimits, ObjectStore};
 
 /// The slot record the agent writes at the root of every slot.
 pub(crate) const SLOT_RECORD: &[u8] = b".ferry-slot";
@@ -105,6 +106,7 @@ pub(crate) enum EntryKind {
 pub fn validate_tree(store: &ObjectStore, tree: &oid, limits: &GitLimits) -> Result<ValidatedTree, GitError> {
     let mut walk = Walk {
         store,
+        reader: PackReader::new(store),
         limits,
         trie: Trie::new(),
         entries: Vec::new(),
@@ -162,6 +164,8 @@ fn unsafe_symlink(path: &BStr, kind: &EntryKind, problem: SymlinkProblem) -> Git
 /// State of one validation walk.
 struct Walk<'a> {
     store: &'a ObjectStore,
+    /// Blob headers, read from the packs without mapping them.
+    reader: PackReader<'a>,
     limits: &'a GitLimits,
     trie: Trie,
     entries: Vec<Entry>,
@@ -172,6 +176,16 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// The size of blob `id`, at `path`, after checking that it is present and a blob of at
+    /// most `max_size` bytes.
+    fn expect_blob(&mut self, id: &oid, max_size: u64, path: &BStr) -> Result<u64, GitError> {
+        let header = match self.reader.header(id)? {
+            Some(header) => Some(header),
+            None => self.store.header(id)?,
+        };
+        check_header(id, header, gix_object::Kind::Blob, max_size, Some(path))
+    }
+
     /// Checks one entry of the directory `dir` (trie node `node`, nesting `depth`); returns
     /// the trie node and path of a subdirectory still to walk.
     fn entry(
@@ -217,7 +231,7 @@ impl Walk<'_> {
         let kind = match mode {
             0o040000 => EntryKind::Dir,
             0o100644 | 0o100755 => {
-                let size = self.store.expect_object(entry.oid, blob, limits.max_object_size, Some(path.as_bstr()))?;
+                let size = self.expect_blob(entry.oid, limits.max_object_size, path.as_bstr())?;
                 self.total_bytes = self.total_bytes.saturating_add(size);
                 if self.total_bytes > limits.max_total_bytes {
                     let (max, found) = (limits.max_total_bytes, self.total_bytes);
@@ -226,7 +240,7 @@ impl Walk<'_> {
                 EntryKind::File { executable: mode == 0o100755, size }
             }
             0o120000 => {
-                let size = self.store.expect_object(entry.oid, blob, u64::MAX, Some(path.as_bstr()))?;
+                let size = self.expect_blob(entry.oid, u64::MAX, path.as_bstr())?;
                 if size > limits.max_path_len as u64 {
                     let at = format!("symlink {path:?}");
                     return Err(GitError::size(Limit::PathLength, limits.max_path_len as u64, Some(size), at));

@@ -52,7 +52,7 @@ impl PackStream<'_> {
             }
             let blob = self.patched_blob(at, target, &header, &mut progress)?;
             if !self.bases.exists(&target) {
-                self.append_object(Header::Blob, &blob)?;
+                self.append_object(Header::Blob, &blob, target)?;
                 self.patched += 1;
             }
         }

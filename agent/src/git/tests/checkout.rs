@@ -174,3 +174,50 @@ fn prune_keeps_what_kept_releases_need_and_drops_the_rest() {
     assert_eq!(err.reason(), Reason::MissingObject);
     assert_eq!(count_packs(), 1);
 }
+
+#[test]
+fn large_files_stream_from_the_pack_and_deltas_of_them_are_read_whole() {
+    // Two 5 MiB files alike, so that git stores one of them as a delta of the other, and one
+    // unlike anything. SplitMix64 bytes, which zlib cannot shrink.
+    let mut state = 7u64;
+    let mut random = |len: usize| -> Vec<u8> {
+        (0..len / 8)
+            .flat_map(|_| {
+                state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)).to_le_bytes()
+            })
+            .collect()
+    };
+    let alike = random(5 << 20);
+    let mut edited = alike.clone();
+    edited[1 << 20..(1 << 20) + 5].copy_from_slice(b"fresh");
+    let unlike = random(6 << 20);
+    let repo = Repo::new(Kind::Sha1);
+    repo.write("img/a.bin", &alike);
+    repo.write("img/b.bin", &edited);
+    repo.write("img/c.bin", &unlike);
+    let commit = repo.commit_all("large files");
+    let out = tempfile::tempdir().expect("tempdir");
+    let (_dir, store) = store_with(&repo, &commit);
+    let tree = store.commit_tree(&oid(&commit)).expect("tree");
+    let tree = validate_tree(&store, &tree, &GitLimits::default()).expect("valid");
+    let mut reader = crate::git::pack_reader::PackReader::new(&store);
+    let streamed = tree
+        .entries()
+        .iter()
+        .filter(|e| e.path.starts_with(b"img/"))
+        .filter(|e| {
+            let size = std::fs::metadata(repo.work.join(e.path.to_string())).expect("stat").len();
+            let mut sink = tempfile::tempfile().expect("temp file");
+            reader.copy_blob(&e.id, size, &mut sink, Path::new("sink")).expect("copy")
+        })
+        .count();
+    assert_eq!(streamed, 2, "the unlike file and the delta's base stream; the delta does not");
+    checkout(&store, &tree, out.path()).expect("checkout");
+    for (file, content) in [("img/a.bin", &alike), ("img/b.bin", &edited), ("img/c.bin", &unlike)] {
+        assert!(std::fs::read(out.path().join(file)).expect("read") == *content, "{file}");
+    }
+}
