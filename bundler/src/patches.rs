@@ -21,9 +21,11 @@ use crate::payload::CountingWriter;
 
 /// Blobs smaller than this stay in the pack: git's deltas do well enough on them.
 pub const MIN_PATCHED: u64 = 64 << 10;
-/// Blobs (and bases) larger than this stay in the pack: bsdiff's suffix sort needs about
-/// 16 bytes per base byte.
-pub const MAX_PATCHED: u64 = 64 << 20;
+/// Blobs (and bases) larger than this stay in the pack (whole: see `core.bigFileThreshold`
+/// in `git/mod.rs`). A device applies a patch with its base and the new blob in memory, so
+/// this bounds what an apply needs (docs/decisions.md, "Memory of an apply"); bsdiff's
+/// suffix sort here needs about 16 bytes per base byte.
+pub const MAX_PATCHED: u64 = 16 << 20;
 
 /// One blob to send as a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,13 +30,15 @@ const PINNED_CONFIG: &[&str] = &[
     "commit.gpgSign=false",
     "i18n.commitEncoding=UTF-8",
     // Packs: uncompressed (zstd compresses the whole bundle), single-threaded delta
-    // search (deterministic), git's default window/depth, no memory-bounded window.
+    // search (deterministic), git's default window/depth, no memory-bounded window. Blobs
+    // over 16 MiB are never deltas (nor bases): a device resolves a delta with its base and
+    // result in memory, but streams a whole blob (docs/decisions.md, "Memory of an apply").
     "pack.compression=0",
     "pack.threads=1",
     "pack.window=10",
     "pack.depth=50",
     "pack.windowMemory=0",
-    "core.bigFileThreshold=512m",
+    "core.bigFileThreshold=16m",
     // Object selection: the exact (non-sparse) walk, no bitmaps or verbatim pack reuse.
     "pack.useSparse=false",
     "pack.useBitmaps=false",
