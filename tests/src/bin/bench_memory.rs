@@ -882,16 +882,16 @@ fn render(args: &Args, rows: &[Row], forged: &[ForgedRow]) -> String {
         ));
     }
     s.push_str(
-        "\nWhat the numbers say (details and where fixes belong in RELIABILITY.md, \"Resource bounds\"): \
-         the agent's own (anonymous) memory stays flat, about the same for 100 MiB and 1 GiB: the zstd \
-         window (8 MiB at most), the blob the checkout is writing (so also the largest file), gix's \
-         caches while it resolves deltas, SQLite's cache; pack entries stream to disk and are never held \
-         whole. What grows with the payload is file-backed: gix maps the whole new pack while it indexes \
-         it and while the checkout reads every blob, clean page cache that counts in RSS but that the \
-         kernel takes back under pressure, which is why the same apply completes with the agent confined \
-         to a 64 MiB memory cgroup (page cache charged, no swap). A forged entry whose zlib stream is \
-         padded with empty stored blocks is refused as soon as it passes what its declared size can need \
-         (finding F6, fixed).\n",
+        "\nWhat the numbers say (details in RELIABILITY.md, \"Resource bounds\"): the agent's memory does \
+         not grow with the payload nor with its largest file. Anonymous: the zstd window (8 MiB at most), \
+         a 32 KiB inflate buffer while pack entries stream to disk, the objects of one delta chain while \
+         deltas are resolved (the bundler keeps blobs over 16 MiB out of deltas), a 64 KiB buffer per \
+         checkout thread, SQLite's cache. File-backed: the binary, and the pages of the packs that gix \
+         maps to read trees and the blobs stored as deltas. Whole objects are hashed while they stream \
+         into the pack and copied out of it with plain reads, never held whole and never mapped \
+         (finding F7, fixed in session 7: a 200 MiB file cost 220 MiB before). A forged entry whose zlib \
+         stream is padded with empty stored blocks is refused as soon as it passes what its declared \
+         size can need (finding F6, fixed).\n",
     );
     if let Some(r) = rows.first() {
         s.push_str(&format!(
