@@ -115,7 +115,10 @@ impl<'s> PackReader<'s> {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) if consumed > 0 || written > 0 => {}
                 Ok(_) => return Err(store_error(format!("blob {id}: its zlib stream is cut off"))),
-                Err(err) => return Err(store_error(format!("blob {id}: corrupt zlib stream: {err}"))),
+                Err(err) => {
+                    let cause = inflate.error_message().map_or_else(|| format!("{err:#}"), String::from);
+                    return Err(store_error(format!("blob {id}: corrupt zlib stream: {cause}")));
+                }
             }
         }
         if inflate.total_out() != size {

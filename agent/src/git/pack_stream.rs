@@ -297,7 +297,7 @@ impl<'a> PackStream<'a> {
     }
 
     /// Appends `id` from the object store as a full entry, if the store has it. A base it
-    /// lacks must be in the pack itself, or the index writer refuses the pack.
+    /// lacks must be in the pack itself, or delta resolution refuses the pack.
     fn append_base(&mut self, id: &ObjectId) -> Result<(), GitError> {
         let Some((kind, data)) = self.find_in_store(id)? else {
             return Ok(());

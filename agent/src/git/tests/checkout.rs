@@ -221,3 +221,30 @@ fn large_files_stream_from_the_pack_and_deltas_of_them_are_read_whole() {
         assert!(std::fs::read(out.path().join(file)).expect("read") == *content, "{file}");
     }
 }
+
+#[test]
+fn a_damaged_pack_fails_the_checkout_in_one_line() {
+    let repo = Repo::new(Kind::Sha1);
+    let content: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    repo.write("big.bin", &content);
+    let commit = repo.commit_all("one file");
+    let (_dir, store) = store_with(&repo, &commit);
+    let tree = store.commit_tree(&oid(&commit)).expect("tree");
+    let tree = validate_tree(&store, &tree, &GitLimits::default()).expect("valid");
+    // Bit rot inside the blob's stream after it was imported and checked.
+    let pack = std::fs::read_dir(store.objects_dir().join("pack"))
+        .expect("pack dir")
+        .map(|e| e.expect("dirent").path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .expect("a pack");
+    let mut bytes = std::fs::read(&pack).expect("read pack");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    bytes[middle + 1] ^= 0xff;
+    std::fs::write(&pack, &bytes).expect("write pack");
+    let out = tempfile::tempdir().expect("tempdir");
+    let err = checkout(&store, &tree, out.path()).expect_err("damaged");
+    let text = err.to_string();
+    let blob = tree.entries()[0].id.to_string();
+    assert!(!text.contains('\n') && text.contains(&format!("blob {blob}: corrupt zlib stream")), "{text}");
+}
