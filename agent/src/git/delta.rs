@@ -117,7 +117,7 @@ fn size(data: &[u8], what: &str) -> Result<(u64, usize), DeltaError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -128,7 +128,8 @@ mod tests {
         size(&delta[used..], "result size").expect("a result size").0
     }
 
-    fn encode_size(mut n: u64, out: &mut Vec<u8>) {
+    /// Appends `n` as a delta header's size.
+    pub(in crate::git) fn encode_size(mut n: u64, out: &mut Vec<u8>) {
         loop {
             let byte = (n & 0x7f) as u8;
             n >>= 7;

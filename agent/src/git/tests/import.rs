@@ -3,17 +3,8 @@
 use ferry_proto::Reason;
 use gix_hash::Kind;
 
-use super::{empty_store, oid, sample_repo, store_with, Repo};
+use super::{empty_store, oid, pack_files, sample_repo, store_with, Repo};
 use crate::git::{GitError, GitLimits, Limit};
-
-fn pack_files(store: &crate::git::ObjectStore) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(store.objects_dir().join("pack"))
-        .expect("pack dir")
-        .map(|e| e.expect("dirent").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 /// Two unrelated snapshots sharing most content, as consecutive releases do.
 fn two_releases(kind: Kind) -> (Repo, String, String) {

@@ -155,6 +155,16 @@ pub(super) fn oid(hex: &str) -> ObjectId {
     ObjectId::from_hex(hex.as_bytes()).expect("hex id")
 }
 
+/// The names in the store's `objects/pack`, sorted.
+pub(super) fn pack_files(store: &ObjectStore) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store.objects_dir().join("pack"))
+        .expect("pack dir")
+        .map(|e| e.expect("dirent").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// A fresh, empty store of the repo's object format.
 pub(super) fn empty_store(repo: &Repo) -> (tempfile::TempDir, ObjectStore) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,17 +8,9 @@ use ferry_proto::Reason;
 use gix_hash::{Kind, ObjectId};
 use gix_pack::data::entry::Header;
 
-use super::{empty_store, oid, store_with, Repo};
+use super::{empty_store, oid, pack_files, store_with, Repo};
+use crate::git::delta::tests::encode_size;
 use crate::git::{GitError, GitLimits, Limit, ObjectStore};
-
-fn pack_dir_listing(store: &ObjectStore) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(store.objects_dir().join("pack"))
-        .expect("pack dir")
-        .map(|e| e.expect("dirent").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 /// Asserts that the store's one imported pack has the index `git index-pack` makes of it.
 fn assert_index_is_gits(repo: &Repo, store: &ObjectStore, pack: &std::path::Path) {
@@ -67,16 +59,9 @@ fn the_index_is_byte_for_byte_what_git_index_pack_writes() {
 
 /// A delta making `base` followed by `tail`.
 fn delta_appending(base: &[u8], tail: &[u8], result_len: Option<u64>) -> Vec<u8> {
-    fn size(mut n: u64, out: &mut Vec<u8>) {
-        while n >= 0x80 {
-            out.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        out.push(n as u8);
-    }
     let mut delta = Vec::new();
-    size(base.len() as u64, &mut delta);
-    size(result_len.unwrap_or((base.len() + tail.len()) as u64), &mut delta);
+    encode_size(base.len() as u64, &mut delta);
+    encode_size(result_len.unwrap_or((base.len() + tail.len()) as u64), &mut delta);
     let len = base.len() as u32;
     delta.extend_from_slice(&[0x80 | 0x10 | 0x20 | 0x40, len as u8, (len >> 8) as u8, (len >> 16) as u8]);
     for chunk in tail.chunks(127) {
@@ -151,7 +136,7 @@ fn a_ref_delta_may_come_before_its_base_and_carry_a_chain() {
     let (_dir, store) = empty_store(&repo);
     let err = store.import_pack(&mut &pack[..], &[], &limits).expect_err("chain of two");
     assert!(matches!(err, GitError::SizeExceeded { limit: Limit::DeltaChain, found: Some(2), .. }), "{err}");
-    assert!(pack_dir_listing(&store).is_empty());
+    assert!(pack_files(&store).is_empty());
 }
 
 #[test]
@@ -200,7 +185,7 @@ fn deltas_that_lie_are_refused_in_one_line_and_nothing_is_left() {
         let err = store.import_pack(&mut &raw_pack(&entries)[..], &[], &limits).expect_err(says);
         let text = err.to_string();
         assert!(err.reason() == reason && text.contains(says) && !text.contains('\n'), "{reason:?} {says}: {text}");
-        assert!(pack_dir_listing(&store).is_empty(), "{:?}", pack_dir_listing(&store));
+        assert!(pack_files(&store).is_empty(), "{:?}", pack_files(&store));
     }
 }
 
@@ -221,5 +206,5 @@ fn an_offset_delta_must_point_at_an_entry() {
     let (_dir, store) = empty_store(&repo);
     let err = store.import_pack(&mut &pack[..], &[], &GitLimits::default()).expect_err("no entry there");
     assert!(err.to_string().contains("its delta base at offset 13 is not an entry"), "{err}");
-    assert!(pack_dir_listing(&store).is_empty());
+    assert!(pack_files(&store).is_empty());
 }
