@@ -164,6 +164,23 @@ impl ObjectStore {
             .map_err(|e| GitError::malformed(format!("commit {commit}: {e}")))
     }
 
+    /// Every pack index in `objects/pack`, opened, with its path. (An import's temporary
+    /// files, `.tmp-*-idx`, have no `.idx` extension.)
+    fn pack_indexes(&self) -> Result<Vec<(PathBuf, gix_pack::index::File)>, GitError> {
+        let mut indexes = Vec::new();
+        let listing = std::fs::read_dir(&self.pack_dir).map_err(|e| GitError::io(&self.pack_dir, e))?;
+        for dirent in listing {
+            let path = dirent.map_err(|e| GitError::io(&self.pack_dir, e))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("idx") {
+                continue;
+            }
+            let index = gix_pack::index::File::at(&path, self.kind)
+                .map_err(|e| GitError::Store { detail: format!("{}: {e}", path.display()) })?;
+            indexes.push((path, index));
+        }
+        Ok(indexes)
+    }
+
     /// The kind and size of `id`, without reading its content.
     fn header(&self, id: &oid) -> Result<Option<gix_object::Header>, GitError> {
         if id.kind() != self.kind {

@@ -154,7 +154,8 @@ impl Resolver<'_> {
     fn read_whole(&mut self, at: usize) -> Result<(gix_object::Kind, Vec<u8>), GitError> {
         let (entry, data) = self.inflate_entry(at)?;
         let kind = entry.header.as_kind().ok_or_else(|| {
-            GitError::malformed(format!("pack entry at offset {}: a delta where a whole object was", entry.data_offset))
+            let offset = self.entries[at].offset;
+            GitError::malformed(format!("pack entry at offset {offset}: a delta where a whole object was"))
         })?;
         Ok((kind, data))
     }

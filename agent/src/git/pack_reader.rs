@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 
 use gix_hash::oid;
 use gix_pack::data::entry::Header;
-use gix_zlib::{Decompress, FlushDecompress, Status};
+use gix_zlib::{Decompress, Status};
 
 use super::error::GitError;
-use super::pack_stream::compressed_bound;
+use super::pack_stream::{compressed_bound, inflate_step, zlib_cause, Inflated};
 use super::ObjectStore;
 
 /// Most bytes read from a pack at once, and inflated at once.
@@ -101,11 +101,7 @@ impl<'s> PackReader<'s> {
                 end = read_at_most(file, input, next).map_err(|e| GitError::io(pack_path, e))?;
                 (start, next) = (0, next + end as u64);
             }
-            let flush = if start == end { FlushDecompress::Finish } else { FlushDecompress::None };
-            let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
-            let status = inflate.decompress(&input[start..end], output, flush);
-            let consumed = (inflate.total_in() - before_in) as usize;
-            let written = (inflate.total_out() - before_out) as usize;
+            let Inflated { status, consumed, written } = inflate_step(inflate, &input[start..end], output);
             start += consumed;
             if inflate.total_out() > size {
                 return Err(store_error(format!("blob {id} inflates to more than its {size} bytes")));
@@ -116,8 +112,7 @@ impl<'s> PackReader<'s> {
                 Ok(_) if consumed > 0 || written > 0 => {}
                 Ok(_) => return Err(store_error(format!("blob {id}: its zlib stream is cut off"))),
                 Err(err) => {
-                    let cause = inflate.error_message().map_or_else(|| format!("{err:#}"), String::from);
-                    return Err(store_error(format!("blob {id}: corrupt zlib stream: {cause}")));
+                    return Err(store_error(format!("blob {id}: corrupt zlib stream: {}", zlib_cause(inflate, &err))))
                 }
             }
         }
@@ -132,7 +127,9 @@ impl<'s> PackReader<'s> {
     /// bytes after it, into the input buffer.
     fn locate(&mut self, id: &oid, more: usize) -> Result<Option<Located>, GitError> {
         if self.packs.is_none() {
-            self.packs = Some(open_packs(self.store)?);
+            let indexes = self.store.pack_indexes()?;
+            let open = |(path, index): (PathBuf, _)| OpenPack { index, path: path.with_extension("pack"), file: None };
+            self.packs = Some(indexes.into_iter().map(open).collect());
         }
         let packs = self.packs.as_mut().expect("opened above");
         let found = packs.iter().enumerate().find_map(|(at, pack)| {
@@ -154,23 +151,6 @@ impl<'s> PackReader<'s> {
         })?;
         Ok(Some(Located { pack: at, offset, entry, read }))
     }
-}
-
-/// Opens the index of every pack in the store (not the temporary files of an import).
-fn open_packs(store: &ObjectStore) -> Result<Vec<OpenPack>, GitError> {
-    let dir = &store.pack_dir;
-    let mut packs = Vec::new();
-    for dirent in std::fs::read_dir(dir).map_err(|e| GitError::io(dir, e))? {
-        let path = dirent.map_err(|e| GitError::io(dir, e))?.path();
-        let is_index = path.extension().is_some_and(|ext| ext == "idx")
-            && path.file_name().is_some_and(|name| !name.as_encoded_bytes().starts_with(b"."));
-        if is_index {
-            let index = gix_pack::index::File::at(&path, store.kind)
-                .map_err(|e| GitError::Store { detail: format!("{}: {e}", path.display()) })?;
-            packs.push(OpenPack { index, path: path.with_extension("pack"), file: None });
-        }
-    }
-    Ok(packs)
 }
 
 /// Reads from `offset` until `buf` is full or the file ends; returns the bytes read.

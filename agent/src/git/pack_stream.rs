@@ -52,6 +52,30 @@ pub fn compressed_bound(size: u64) -> u64 {
     size.saturating_add(size / 16).saturating_add(64)
 }
 
+/// What one call of [`inflate_step`] did.
+pub(super) struct Inflated {
+    pub status: gix_error::Result<Status>,
+    /// Input bytes used.
+    pub consumed: usize,
+    /// Bytes written to the front of the output buffer.
+    pub written: usize,
+}
+
+/// Inflates what it can of `input` into `output`; `input` empty means its stream has ended.
+pub(super) fn inflate_step(inflate: &mut Decompress, input: &[u8], output: &mut [u8]) -> Inflated {
+    let flush = if input.is_empty() { FlushDecompress::Finish } else { FlushDecompress::None };
+    let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
+    let status = inflate.decompress(input, output, flush);
+    let consumed = (inflate.total_in() - before_in) as usize;
+    let written = (inflate.total_out() - before_out) as usize;
+    Inflated { status, consumed, written }
+}
+
+/// What zlib says went wrong, for an error message.
+pub(super) fn zlib_cause(inflate: &Decompress, err: &dyn std::fmt::Display) -> String {
+    inflate.error_message().map_or_else(|| format!("{err:#}"), String::from)
+}
+
 /// The pack stream read entry by entry into a file by [`PackStream::run`].
 pub(super) struct PackStream<'a> {
     tap: Tap<'a>,
@@ -202,27 +226,21 @@ impl<'a> PackStream<'a> {
         self.inflate.reset();
         let mut produced = 0u64;
         loop {
-            let (status, consumed, written, eof) = {
+            let (Inflated { status, consumed, written }, eof) = {
                 let input = match self.tap.fill_buf() {
                     Ok(input) => input,
                     Err(err) => return Err(self.tap.failure.take().unwrap_or_else(|| entry_error(at, err))),
                 };
-                let eof = input.is_empty();
-                let flush = if eof { FlushDecompress::Finish } else { FlushDecompress::None };
-                let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
-                let status = self.inflate.decompress(input, &mut self.scratch, flush);
-                let consumed = (self.inflate.total_in() - before_in) as usize;
-                let written = self.inflate.total_out() - before_out;
-                (status, consumed, written, eof)
+                (inflate_step(&mut self.inflate, input, &mut self.scratch), input.is_empty())
             };
             self.tap.consume(consumed);
             if let Some(err) = self.tap.failure.take() {
                 return Err(err);
             }
             if let Some(hasher) = hasher.as_deref_mut() {
-                hasher.update(&self.scratch[..written as usize]);
+                hasher.update(&self.scratch[..written]);
             }
-            produced += written;
+            produced += written as u64;
             if produced > declared {
                 return Err(entry_error(at, format!("inflates to more than its declared {declared} bytes")));
             }
@@ -236,8 +254,7 @@ impl<'a> PackStream<'a> {
                 Ok(_) if consumed > 0 || written > 0 => {}
                 Ok(_) => return Err(entry_error(at, "its zlib stream makes no progress")),
                 Err(err) => {
-                    let cause = self.inflate.error_message().map_or_else(|| format!("{err:#}"), String::from);
-                    return Err(entry_error(at, format!("corrupt zlib stream: {cause}")));
+                    return Err(entry_error(at, format!("corrupt zlib stream: {}", zlib_cause(&self.inflate, &err))))
                 }
             }
         }

@@ -38,14 +38,7 @@ impl ObjectStore {
         let needed: Vec<ObjectId> = self.reachable(keep)?.into_iter().collect();
 
         let mut packs = Vec::new();
-        let listing = std::fs::read_dir(&self.pack_dir).map_err(|e| GitError::io(&self.pack_dir, e))?;
-        for dirent in listing {
-            let path = dirent.map_err(|e| GitError::io(&self.pack_dir, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("idx") {
-                continue;
-            }
-            let index = gix_pack::index::File::at(&path, self.kind)
-                .map_err(|e| GitError::Store { detail: format!("{}: {e}", path.display()) })?;
+        for (path, index) in self.pack_indexes()? {
             let holds: Vec<usize> = (0..needed.len()).filter(|i| index.lookup(needed[*i]).is_some()).collect();
             packs.push((path, holds));
         }
