@@ -366,7 +366,7 @@ impl Agent {
     }
 
     fn import(&self, objects: &ObjectStore, manifest: &ReleaseManifest, payload: &PayloadRef) -> Result<(), Failure> {
-        let reader = Box::new(self.store.payload_reader(&payload.sha256));
+        let reader = Box::new(self.store.payload_reader(&payload.sha256)?);
         let (header, mut stream) = ferry_proto::payload::open_bundle(reader, payload.size, &self.cfg.limits)?;
         manifest.check_bundle(payload, &header)?;
         let prerequisites = header.prerequisites.iter().map(to_oid).collect::<Result<Vec<_>, _>>()?;

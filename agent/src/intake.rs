@@ -11,8 +11,9 @@
 //!    or not yet rolled out to this device is passed over).
 //! 3. Choose its smallest usable payload: a delta whose base commit the object store
 //!    holds, else the full payload; a delta alone without its base is `missing-prerequisite`.
-//! 4. Copy the payload into SQLite while hashing it; only a copy whose size and digest match
-//!    the signed entry is marked verified, and only that copy is ever read as a bundle.
+//! 4. Copy the payload into the store (its file under `payloads/`, its progress in SQLite),
+//!    then hash what was stored; only a copy whose size and digest match the signed entry
+//!    is marked verified, and only that copy is ever read as a bundle.
 //! 5. Apply it — unless applying is paused on the device, or it is outside the maintenance
 //!    windows (`--now` overrides those): then it stays stored and verified, and the service
 //!    applies it when the hold ends.
@@ -28,7 +29,6 @@ use ferry_proto::{layout, Reason, ReleaseManifest, Verified};
 use crate::agent::{Agent, ApplyOutcome};
 use crate::failure::Failure;
 use crate::hold::{self, Hold};
-use crate::store::CHUNK;
 
 /// The result of an import.
 #[derive(Debug)]
@@ -298,22 +298,25 @@ fn store_payload(agent: &mut Agent, c: &Candidate) -> Result<(), Failure> {
     result
 }
 
+/// Bytes copied from a local file per counted (synced) piece. A sync per mebibyte made the
+/// copy of a 120 MiB payload take about 0.8 s on the session-8 machine, one per 16 MiB
+/// 0.4–0.5 s; the copy goes through a 64 KiB buffer whatever the piece.
+const COPY_PIECE: u64 = 8 << 20;
+
 fn copy_payload(store: &mut crate::store::Store, file: &mut dyn Read, p: &PayloadRef) -> Result<(), Failure> {
-    let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     while offset < p.size {
-        let want = (p.size - offset).min(CHUNK as u64) as usize;
-        let n = read_full(file, &mut buf[..want])?;
-        if n == 0 {
+        let want = (p.size - offset).min(COPY_PIECE);
+        let Some(n) = store.append_from(&p.sha256, offset, file, want)? else {
+            return Err(Failure::new(Reason::Io, "another writer is storing the same payload; try again"));
+        };
+        offset += n;
+        if n < want {
             return Err(Failure::new(
                 Reason::DigestMismatch,
                 format!("payload is truncated: {offset} of {} signed bytes", p.size),
             ));
         }
-        if !store.put_chunk(&p.sha256, offset, &buf[..n])? {
-            return Err(Failure::new(Reason::Io, "another writer is storing the same payload; try again"));
-        }
-        offset += n as u64;
         crate::crash_point!("intake::after-chunk");
     }
     if file.read(&mut [0u8; 1])? != 0 {
@@ -326,15 +329,4 @@ fn copy_payload(store: &mut crate::store::Store, file: &mut dyn Read, p: &Payloa
         return Err(Failure::new(Reason::DigestMismatch, format!("payload does not hash to the signed {}", p.sha256)));
     }
     Ok(())
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }

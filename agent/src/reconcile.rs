@@ -30,7 +30,9 @@ use crate::store::{JournalEntry, JournalState};
 
 /// Brings journal and slots in line with `current`.
 pub fn reconcile(agent: &mut Agent) -> Result<(), Failure> {
-    let removed = agent.slots.remove_stray_temporaries()? + remove_interrupted_imports(agent)?;
+    let removed = agent.slots.remove_stray_temporaries()?
+        + remove_interrupted_imports(agent)?
+        + agent.store.remove_stray_payload_files()?;
     if removed > 0 {
         tracing::info!(removed, "removed stray temporaries");
     }

@@ -1,19 +1,16 @@
 //! The agent's SQLite store (`<state_dir>/ferry.db`, WAL, `synchronous=FULL`): trust roots,
-//! manifests, payloads in 1 MiB chunks, the apply journal, refused releases, the event
-//! outbox and a few settings. Schema changes are numbered migrations keyed on
-//! `PRAGMA user_version`.
-//!
-//! Payload bytes are copied here before they are verified, so what is applied is exactly
-//! what was verified even if the USB stick they came from changes underneath.
+//! manifests, payloads (their progress here, their bytes in files beside the database:
+//! [`payloads`]), the apply journal, refused releases, the event outbox and a few settings.
+//! Schema changes are numbered migrations keyed on `PRAGMA user_version`.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ferry_proto::{Reason, Sha256Digest};
 
-/// Payload chunk size.
-pub const CHUNK: usize = 1 << 20;
+mod payloads;
+
+pub use payloads::{PayloadReader, CHUNK};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -48,7 +45,15 @@ INSERT INTO payload_chunks_rowid(digest, offset, data) SELECT digest, offset, da
 DROP TABLE payload_chunks;
 ALTER TABLE payload_chunks_rowid RENAME TO payload_chunks;
 "#,
+    // Payload bytes move to files (`payloads.rs`): the code step before this migration
+    // copies every stored chunk out (`payloads::move_chunks_to_files`).
+    r#"
+DROP TABLE payload_chunks;
+"#,
 ];
+
+/// The migration whose code step moves payload chunks out of the database into files.
+const MIGRATION_CHUNKS_TO_FILES: usize = 3;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,17 @@ pub enum StoreError {
     /// The database is from a newer agent.
     #[error("state database schema {found} is newer than this agent understands ({known})")]
     TooNew { found: i64, known: i64 },
+    /// The source of a payload being copied in (a file on a USB stick) could not be read.
+    #[error("reading the payload: {0}")]
+    Source(std::io::Error),
+    /// A payload file could not be read or written.
+    #[error("payload file {}: {source}", path.display())]
+    PayloadFile {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
 }
 
 /// SQLite's "database is busy / locked" answers.
@@ -186,6 +202,8 @@ pub type CachedDocument = (Option<String>, Vec<u8>);
 /// The open database.
 pub struct Store {
     conn: Connection,
+    /// `<state_dir>/payloads`: one file of payload bytes per payload row.
+    payload_dir: PathBuf,
 }
 
 /// Now in Unix seconds. Builds with the test-only `failpoints` feature honour
@@ -228,7 +246,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Store { conn };
+        let mut store = Store { conn, payload_dir: state_dir.join(payloads::DIR) };
         store.migrate()?;
         Ok(store)
     }
@@ -243,11 +261,21 @@ impl Store {
         if version > known {
             return Err(StoreError::TooNew { found: version, known });
         }
-        for sql in MIGRATIONS.iter().skip(version as usize) {
+        let mut moved = 0;
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            if index == MIGRATION_CHUNKS_TO_FILES {
+                moved = payloads::move_chunks_to_files(&tx, &self.payload_dir)?;
+            }
             tx.execute_batch(sql)?;
         }
         tx.pragma_update(None, "user_version", known)?;
         tx.commit()?;
+        if moved > 0 {
+            // The dropped chunks' pages would stay in the file as free pages.
+            if let Err(e) = self.conn.execute_batch("VACUUM") {
+                tracing::warn!("state database: compacting after moving {moved} payload bytes out: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -337,123 +365,6 @@ impl Store {
             .optional()?)
     }
 
-    /// True when the payload is stored whole and its digest was verified.
-    pub fn payload_verified(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| r.get::<_, bool>(0))
-            .optional()?
-            .unwrap_or(false))
-    }
-
-    /// Starts (or restarts from zero) storing a payload. A payload already verified is
-    /// left alone (returns false): it is immutable from then on.
-    pub fn begin_payload(
-        &mut self,
-        digest: &Sha256Digest,
-        manifest: &Sha256Digest,
-        size: u64,
-    ) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let verified: Option<bool> = tx
-            .query_row("SELECT verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| r.get(0))
-            .optional()?;
-        if verified == Some(true) {
-            return Ok(false);
-        }
-        tx.execute("DELETE FROM payload_chunks WHERE digest = ?1", [digest.to_hex()])?;
-        tx.execute(
-            "INSERT INTO payloads(digest, manifest, size, stored, verified, updated_at) VALUES(?1, ?2, ?3, 0, 0, ?4)
-             ON CONFLICT(digest) DO UPDATE SET stored = 0, verified = 0, validator = NULL, updated_at = excluded.updated_at",
-            params![digest.to_hex(), manifest.to_hex(), size as i64, now() as i64],
-        )?;
-        tx.commit()?;
-        Ok(true)
-    }
-
-    /// Registers a payload for a resumable download without discarding what is stored.
-    pub fn ensure_payload(&self, digest: &Sha256Digest, manifest: &Sha256Digest, size: u64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO payloads(digest, manifest, size, stored, verified, updated_at) VALUES(?1, ?2, ?3, 0, 0, ?4)",
-            params![digest.to_hex(), manifest.to_hex(), size as i64, now() as i64],
-        )?;
-        Ok(())
-    }
-
-    /// Bytes stored so far and the HTTP validator the download started with.
-    pub fn payload_progress(&self, digest: &Sha256Digest) -> Result<Option<(u64, Option<String>)>, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT stored, validator FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-            })
-            .optional()?)
-    }
-
-    /// Remembers the validator (ETag) a download's bytes belong to.
-    pub fn set_payload_validator(&self, digest: &Sha256Digest, validator: Option<&str>) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE payloads SET validator = ?2 WHERE digest = ?1 AND verified = 0",
-            params![digest.to_hex(), validator],
-        )?;
-        Ok(())
-    }
-
-    /// Appends one chunk at `offset`, which must be exactly the bytes stored so far; the
-    /// chunk counts once this returns. Refused (false) for a verified payload or when
-    /// `offset` is not the end of what is stored (another writer got there first).
-    pub fn put_chunk(&mut self, digest: &Sha256Digest, offset: u64, data: &[u8]) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(i64, bool)> = tx
-            .query_row("SELECT stored, verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        match row {
-            Some((stored, false)) if stored as u64 == offset => {}
-            _ => return Ok(false),
-        }
-        tx.execute(
-            "INSERT OR REPLACE INTO payload_chunks(digest, offset, data) VALUES(?1, ?2, ?3)",
-            params![digest.to_hex(), offset as i64, data],
-        )?;
-        tx.execute(
-            "UPDATE payloads SET stored = ?2, updated_at = ?3 WHERE digest = ?1",
-            params![digest.to_hex(), (offset + data.len() as u64) as i64, now() as i64],
-        )?;
-        tx.commit()?;
-        Ok(true)
-    }
-
-    /// Hashes the stored chunks and marks the payload verified when they are exactly
-    /// `size` bytes with digest `digest`, all inside one write transaction so no other
-    /// writer can change them in between. What is verified is what is stored.
-    pub fn verify_and_mark(&mut self, digest: &Sha256Digest, size: u64) -> Result<bool, StoreError> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut hash = ferry_proto::digest::DigestWriter::default();
-        {
-            let mut stmt = tx.prepare("SELECT offset, data FROM payload_chunks WHERE digest = ?1 ORDER BY offset")?;
-            let mut rows = stmt.query([digest.to_hex()])?;
-            while let Some(row) = rows.next()? {
-                let offset: i64 = row.get(0)?;
-                if offset as u64 != hash.len() {
-                    return Ok(false);
-                }
-                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                hash.update(data);
-            }
-        }
-        if hash.len() != size || hash.finish() != *digest {
-            return Ok(false);
-        }
-        tx.execute(
-            "UPDATE payloads SET verified = 1, stored = ?2 WHERE digest = ?1",
-            params![digest.to_hex(), size as i64],
-        )?;
-        tx.commit()?;
-        Ok(true)
-    }
-
     // --- mirror state ---------------------------------------------------------------
 
     /// The ETag and body last seen for `path` on `mirror`.
@@ -479,49 +390,6 @@ impl Store {
             params![mirror, path, etag, body],
         )?;
         Ok(())
-    }
-
-    /// Deletes a payload that did not verify (a verified one is left alone).
-    pub fn discard_unverified_payload(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM payload_chunks WHERE digest = ?1 AND EXISTS
-               (SELECT 1 FROM payloads WHERE digest = ?1 AND verified = 0)",
-            [digest.to_hex()],
-        )?;
-        self.conn.execute("DELETE FROM payloads WHERE digest = ?1 AND verified = 0", [digest.to_hex()])?;
-        Ok(())
-    }
-
-    /// Deletes a payload and its chunks.
-    pub fn delete_payload(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
-        self.conn.execute("DELETE FROM payload_chunks WHERE digest = ?1", [digest.to_hex()])?;
-        self.conn.execute("DELETE FROM payloads WHERE digest = ?1", [digest.to_hex()])?;
-        Ok(())
-    }
-
-    /// Digests of all stored payloads.
-    pub fn payload_digests(&self) -> Result<Vec<Sha256Digest>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT digest FROM payloads")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.filter_map(|r| r.ok()).filter_map(|h| h.parse().ok()).collect())
-    }
-
-    /// The release number of the manifest a stored payload belongs to.
-    pub fn payload_manifest_release(&self, digest: &Sha256Digest) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT m.release FROM payloads p JOIN manifests m ON m.digest = p.manifest WHERE p.digest = ?1",
-                [digest.to_hex()],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map(|r| r as u64))
-    }
-
-    /// A reader over a stored payload's chunks, in order.
-    pub fn payload_reader(&self, digest: &Sha256Digest) -> PayloadReader<'_> {
-        PayloadReader { store: self, digest: digest.to_hex(), offset: 0, chunk: Vec::new(), pos: 0 }
     }
 
     // --- journal --------------------------------------------------------------------
@@ -675,67 +543,14 @@ impl Store {
     }
 }
 
-/// Reads a stored payload chunk by chunk.
-pub struct PayloadReader<'a> {
-    store: &'a Store,
-    digest: String,
-    offset: u64,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for PayloadReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.chunk.len() {
-            let next: Option<Vec<u8>> = self
-                .store
-                .conn
-                .query_row(
-                    "SELECT data FROM payload_chunks WHERE digest = ?1 AND offset = ?2",
-                    params![self.digest, self.offset as i64],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(io::Error::other)?;
-            match next {
-                None => return Ok(0),
-                Some(data) => {
-                    self.offset += data.len() as u64;
-                    self.chunk = data;
-                    self.pos = 0;
-                    if self.chunk.is_empty() {
-                        return Ok(0);
-                    }
-                }
-            }
-        }
-        let n = buf.len().min(self.chunk.len() - self.pos);
-        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn payload_chunks_round_trip_and_journal() {
+    fn journal_round_trip_survives_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Store::open(dir.path()).expect("open");
-        let d = Sha256Digest::of(b"hello");
-        assert!(s.begin_payload(&d, &d, 5).expect("begin"));
-        assert!(s.put_chunk(&d, 0, b"hel").expect("chunk"));
-        assert!(!s.put_chunk(&d, 0, b"xx").expect("chunk at a stale offset is refused"));
-        assert!(s.put_chunk(&d, 3, b"lo").expect("chunk"));
-        assert!(s.verify_and_mark(&d, 5).expect("verify"));
-        assert!(s.payload_verified(&d).expect("q"));
-        assert!(!s.put_chunk(&d, 5, b"!").expect("a verified payload is immutable"));
-        assert!(!s.begin_payload(&d, &d, 5).expect("a verified payload is not reset"));
-        let mut out = String::new();
-        s.payload_reader(&d).read_to_string(&mut out).expect("read");
-        assert_eq!(out, "hello");
+        let s = Store::open(dir.path()).expect("open");
         drop(s);
         let s = Store::open(dir.path()).expect("reopen migrates nothing twice");
         assert_eq!(s.integrity_check().expect("check"), "ok");
@@ -759,45 +574,5 @@ mod tests {
         let last = s.last_journal().expect("q").expect("entry");
         assert_eq!(last.state, JournalState::RolledBack);
         assert_eq!(last.reason.as_deref(), Some("health-failed"));
-    }
-
-    #[test]
-    fn migration_3_keeps_the_chunks_of_a_schema_2_database() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = Sha256Digest::of(b"hello");
-        {
-            let conn = Connection::open(dir.path().join("ferry.db")).expect("open");
-            for sql in &MIGRATIONS[..2] {
-                conn.execute_batch(sql).expect("old schema");
-            }
-            conn.pragma_update(None, "user_version", 2).expect("version");
-            conn.execute(
-                "INSERT INTO payloads(digest, manifest, size, stored, verified, updated_at) VALUES(?1, ?1, 5, 5, 1, 0)",
-                [d.to_hex()],
-            )
-            .expect("payload");
-            for (offset, data) in [(0, &b"hel"[..]), (3, b"lo")] {
-                conn.execute(
-                    "INSERT INTO payload_chunks(digest, offset, data) VALUES(?1, ?2, ?3)",
-                    params![d.to_hex(), offset, data],
-                )
-                .expect("chunk");
-            }
-        }
-        let mut s = Store::open(dir.path()).expect("migrates");
-        let rowid: bool = s
-            .conn
-            .query_row(
-                "SELECT sql NOT LIKE '%WITHOUT ROWID%' FROM sqlite_schema WHERE name = 'payload_chunks'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("schema");
-        assert!(rowid, "payload_chunks is a rowid table after migration 3");
-        let mut out = String::new();
-        s.payload_reader(&d).read_to_string(&mut out).expect("read");
-        assert_eq!(out, "hello");
-        assert!(s.verify_and_mark(&d, 5).expect("verify"), "the moved chunks still hash to the digest");
-        assert_eq!(s.integrity_check().expect("check"), "ok");
     }
 }

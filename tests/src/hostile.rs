@@ -20,8 +20,9 @@ pub const TELL_TALE: &str = "tell-tale";
 /// What a tell-tale holds until something overwrites it.
 const TELL_TALE_CONTENT: &[u8] = b"untouched\n";
 /// What the agent makes in its state directory on its first import, whatever the input:
-/// the state lock and the (empty) object store it looks delta bases up in.
-const HOUSEKEEPING: [&str; 2] = ["lock", "objects"];
+/// the state lock, the (empty) object store it looks delta bases up in and the directory of
+/// payload files (left empty by a payload that is refused).
+const HOUSEKEEPING: [&str; 3] = ["lock", "objects", "payloads"];
 
 /// Writes `content` as a blob into `repo`; returns its id.
 pub fn blob(repo: &Path, content: &[u8]) -> String {

@@ -120,8 +120,10 @@ fn cached_payloads_are_pruned_after_commit() {
     let (op, dev) = device_facing(GOOD);
     dev.import(&op.mirror).ok();
     let db = rusqlite::Connection::open(dev.state.join("ferry.db")).expect("db");
-    let chunks: i64 = db.query_row("SELECT COUNT(*) FROM payload_chunks", [], |r| r.get(0)).expect("count");
-    assert_eq!(chunks, 0, "payloads of applied releases are kept");
+    let rows: i64 = db.query_row("SELECT COUNT(*) FROM payloads", [], |r| r.get(0)).expect("count");
+    assert_eq!(rows, 0, "payloads of applied releases are kept");
+    let files = fs::read_dir(dev.state.join("payloads")).expect("payload files").count();
+    assert_eq!(files, 0, "payload files of applied releases are kept");
     let packs = fs::read_dir(dev.state.join("objects/pack")).expect("packs").count();
     assert!(packs <= 4, "{packs} pack files after two releases");
 }

@@ -9,7 +9,7 @@
 //!    refused before, or not yet rolled out to it (or halted), leaves the device converged
 //!    where it is;
 //! 4. choose the smallest usable payload (a delta whose base is held, else the full one),
-//!    download it into SQLite with resume, hash what was stored. A transfer below the
+//!    download it into the store with resume, hash what was stored. A transfer below the
 //!    minimum rate (`[fetch] min_rate`, the slow-retrieval defence) gives the mirror up at
 //!    once, keeping what arrived, and only attempts at that rate count as progress that
 //!    earns more retries. If the store refuses a

@@ -1,7 +1,7 @@
-//! The download sink: payload bytes go into SQLite chunk by chunk, each committed on its
-//! own, so a resume after a dropped link, a restart or a reboot never fetches a committed
-//! byte again. SQLite calls block; they run under `block_in_place`, which the daemon's
-//! multi-threaded runtime allows.
+//! The download sink: payload bytes go into the store's payload file chunk by chunk, each
+//! synced and counted (its row in SQLite) on its own, so a resume after a dropped link, a
+//! restart or a reboot never fetches a counted byte again. The store's calls block; they
+//! run under `block_in_place`, which the daemon's multi-threaded runtime allows.
 
 use ferry_proto::Sha256Digest;
 

@@ -11,7 +11,7 @@
 //! * [`Fetcher::get_conditional`] polls the channel index with `If-None-Match`.
 //! * [`Fetcher::get_optional`] reads a document that may be absent (walking `trust/root.<n>`).
 //! * [`Fetcher::download`] moves one payload towards `size` bytes, resuming with `Range` and
-//!   `If-Range`, and hands data to a [`ChunkSink`] (SQLite in the daemon) in pieces of at most
+//!   `If-Range`, and hands data to a [`ChunkSink`] (the store in the daemon) in pieces of at most
 //!   1 MiB; on any interruption it first hands over what already arrived, so a link that drops
 //!   every 64 KiB still makes progress. [`Fetcher::download_with_retry`] is the loop around it.
 //! * [`Fetcher::post`] sends a small body (a report batch) and returns the answer.
@@ -128,14 +128,14 @@ pub struct DownloadOutcome {
     pub restarted: bool,
 }
 
-/// Where downloaded bytes go: the daemon's SQLite payload store.
+/// Where downloaded bytes go: the daemon's payload store.
 ///
 /// Calls arrive in order: `write` offsets are contiguous from the resume offset (or from 0
 /// after `restart`), each piece at most [`MAX_PIECE`] bytes and never past the signed size.
 /// Data counts as downloaded once `write` returns `Ok`, so it must commit before returning.
 ///
 /// The methods are called **on the async task that drives the download**, and may block
-/// (SQLite commits with `synchronous=FULL`): drive the download on a multi-threaded runtime
+/// (file syncs, SQLite commits with `synchronous=FULL`): drive the download on a multi-threaded runtime
 /// and wrap blocking work in `tokio::task::block_in_place`, or give the download its own
 /// thread and current-thread runtime. Writes are at most one per MiB, plus one per
 /// interruption.
