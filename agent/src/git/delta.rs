@@ -98,6 +98,12 @@ pub(super) fn apply(base: &[u8], delta: &[u8], max_size: u64) -> Result<Vec<u8>,
     Ok(out)
 }
 
+/// The result size a delta declares, read from its first bytes (after its base's size).
+pub(super) fn result_size(delta: &[u8]) -> Result<u64, DeltaError> {
+    let (_, used) = size(delta, "base size")?;
+    Ok(size(&delta[used..], "result size")?.0)
+}
+
 /// A size at the start of `data`: seven bits per byte, least significant first, the high bit
 /// set on every byte but the last. Returns the size and the bytes it took.
 fn size(data: &[u8], what: &str) -> Result<(u64, usize), DeltaError> {

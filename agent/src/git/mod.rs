@@ -40,12 +40,15 @@ mod update;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gix_hash::{oid, ObjectId};
 use gix_object::bstr::BStr;
 use gix_object::{Exists, Find, FindHeader};
+
+use pack_reader::PackReader;
 
 pub use checkout::{checkout, CheckoutStats};
 pub use drift::{diff_dir_against_tree, DriftEntry, DriftKind};
@@ -110,6 +113,8 @@ pub struct ObjectStore {
     pack_dir: PathBuf,
     kind: gix_hash::Kind,
     odb: gix_odb::HandleArc,
+    /// Reads packed objects with plain reads (`pack_reader.rs`); gix only for loose ones.
+    reader: RefCell<PackReader>,
 }
 
 impl std::fmt::Debug for ObjectStore {
@@ -135,7 +140,14 @@ impl ObjectStore {
         };
         let store = gix_odb::Store::at_opts(objects_dir.to_owned(), kind, &mut std::iter::empty(), options)
             .map_err(|e| GitError::io(objects_dir, e))?;
-        Ok(ObjectStore { objects_dir: objects_dir.to_owned(), pack_dir, kind, odb: Arc::new(store).to_cache_arc() })
+        let reader = RefCell::new(PackReader::at(pack_dir.clone(), kind));
+        Ok(ObjectStore {
+            objects_dir: objects_dir.to_owned(),
+            pack_dir,
+            kind,
+            odb: Arc::new(store).to_cache_arc(),
+            reader,
+        })
     }
 
     /// The object format of this store.
@@ -164,27 +176,18 @@ impl ObjectStore {
             .map_err(|e| GitError::malformed(format!("commit {commit}: {e}")))
     }
 
-    /// Every pack index in `objects/pack`, opened, with its path. (An import's temporary
-    /// files, `.tmp-*-idx`, have no `.idx` extension.)
+    /// Every pack index in `objects/pack`, opened, with its path.
     fn pack_indexes(&self) -> Result<Vec<(PathBuf, gix_pack::index::File)>, GitError> {
-        let mut indexes = Vec::new();
-        let listing = std::fs::read_dir(&self.pack_dir).map_err(|e| GitError::io(&self.pack_dir, e))?;
-        for dirent in listing {
-            let path = dirent.map_err(|e| GitError::io(&self.pack_dir, e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("idx") {
-                continue;
-            }
-            let index = gix_pack::index::File::at(&path, self.kind)
-                .map_err(|e| GitError::Store { detail: format!("{}: {e}", path.display()) })?;
-            indexes.push((path, index));
-        }
-        Ok(indexes)
+        pack_indexes(&self.pack_dir, self.kind)
     }
 
     /// The kind and size of `id`, without reading its content.
     fn header(&self, id: &oid) -> Result<Option<gix_object::Header>, GitError> {
         if id.kind() != self.kind {
             return Ok(None);
+        }
+        if let Some(header) = self.reader.borrow_mut().header(id)? {
+            return Ok(Some(header));
         }
         self.odb.try_header(id).map_err(|e| GitError::Store { detail: format!("{id}: {e}") })
     }
@@ -211,17 +214,36 @@ impl ObjectStore {
         buf: &'b mut Vec<u8>,
     ) -> Result<&'b [u8], GitError> {
         self.expect_object(id, expected, max_size, path)?;
+        let missing =
+            |found| GitError::MissingObject { id: id.to_owned(), expected, found, path: path.map(ToOwned::to_owned) };
+        match self.reader.borrow_mut().read(id, max_size, buf)? {
+            Some(kind) if kind == expected => return Ok(buf),
+            Some(kind) => return Err(missing(Some(kind))),
+            None => {}
+        }
         match self.odb.try_find(id, buf) {
             Ok(Some(data)) if data.kind == expected => Ok(data.data),
-            Ok(found) => Err(GitError::MissingObject {
-                id: id.to_owned(),
-                expected,
-                found: found.map(|d| d.kind),
-                path: path.map(ToOwned::to_owned),
-            }),
+            Ok(found) => Err(missing(found.map(|d| d.kind))),
             Err(e) => Err(GitError::Store { detail: format!("{id}: {e}") }),
         }
     }
+}
+
+/// Every pack index in `pack_dir`, opened, with its path. (An import's temporary files,
+/// `.tmp-*-idx`, have no `.idx` extension.)
+fn pack_indexes(pack_dir: &Path, kind: gix_hash::Kind) -> Result<Vec<(PathBuf, gix_pack::index::File)>, GitError> {
+    let mut indexes = Vec::new();
+    let listing = std::fs::read_dir(pack_dir).map_err(|e| GitError::io(pack_dir, e))?;
+    for dirent in listing {
+        let path = dirent.map_err(|e| GitError::io(pack_dir, e))?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("idx") {
+            continue;
+        }
+        let index = gix_pack::index::File::at(&path, kind)
+            .map_err(|e| GitError::Store { detail: format!("{}: {e}", path.display()) })?;
+        indexes.push((path, index));
+    }
+    Ok(indexes)
 }
 
 /// Checks that `header`, looked up for `id`, is an object of kind `expected` no larger than

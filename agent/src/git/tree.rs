@@ -165,7 +165,7 @@ fn unsafe_symlink(path: &BStr, kind: &EntryKind, problem: SymlinkProblem) -> Git
 struct Walk<'a> {
     store: &'a ObjectStore,
     /// Blob headers, read from the packs without mapping them.
-    reader: PackReader<'a>,
+    reader: PackReader,
     limits: &'a GitLimits,
     trie: Trie,
     entries: Vec<Entry>,

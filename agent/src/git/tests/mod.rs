@@ -5,6 +5,7 @@
 mod checkout;
 mod import;
 mod patches;
+mod reader;
 mod resolve;
 mod unsafe_trees;
 mod update;
