@@ -80,7 +80,7 @@ impl ObjectStore {
         }
 
         let temp = NewPack::temporary(&self.pack_dir);
-        let streamed = PackStream::create(pack, &temp.pack, header, declared, limits, &self.odb)?.run()?;
+        let streamed = PackStream::create(pack, &temp.pack, header, declared, limits, self)?.run()?;
         let StreamedPack { entries, checksum, bytes_read, appended, patched } = streamed;
         if entries.is_empty() {
             return Ok(ImportOutcome {

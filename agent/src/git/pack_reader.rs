@@ -15,6 +15,7 @@
 //! at a time (the bundler keeps blobs over 16 MiB out of deltas; docs/decisions.md, "Memory
 //! of an apply"). A loose object is not handled here: callers fall back to gix for it.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -39,11 +40,17 @@ const MAX_ENTRY_HEADER: usize = 10 + 32;
 /// Most bytes a delta's two leading sizes (its base's and its result's) take.
 const MAX_DELTA_SIZES: usize = 2 * 10;
 
+/// Most delta entries whose kind a reader remembers (about 40 bytes each).
+const MAX_KINDS_REMEMBERED: usize = 1 << 16;
+
 /// Reads objects out of the store's packs, for one thread.
 pub(super) struct PackReader {
     pack_dir: PathBuf,
     kind: gix_hash::Kind,
     packs: Option<Vec<OpenPack>>,
+    /// The kind of the object at each delta entry whose chain was walked for a header: a
+    /// chain shares its lower links with many others.
+    kinds: HashMap<(usize, u64), gix_object::Kind>,
     input: Vec<u8>,
     output: Vec<u8>,
     inflate: Decompress,
@@ -84,7 +91,15 @@ impl PackReader {
 
     /// A reader of the packs in `pack_dir`, of object format `kind`.
     pub(super) fn at(pack_dir: PathBuf, kind: gix_hash::Kind) -> Self {
-        PackReader { pack_dir, kind, packs: None, input: Vec::new(), output: Vec::new(), inflate: Decompress::new() }
+        PackReader {
+            pack_dir,
+            kind,
+            packs: None,
+            kinds: HashMap::new(),
+            input: Vec::new(),
+            output: Vec::new(),
+            inflate: Decompress::new(),
+        }
     }
 
     /// The kind and size of `id` if a pack holds it (whole or as a delta); `None` if none
@@ -99,14 +114,12 @@ impl PackReader {
             return Ok(Some(gix_object::Header { kind, size: top.entry.decompressed_size }));
         }
         let mut prefix = Vec::new();
-        self.inflate(&top, 0, &format!("delta of {id}"), &mut |bytes| {
+        self.inflate(&top, 0, MAX_DELTA_SIZES as u64, &format!("delta of {id}"), &mut |bytes| {
             prefix.extend_from_slice(bytes);
             Ok(prefix.len() >= MAX_DELTA_SIZES)
         })?;
         let size = delta::result_size(&prefix).map_err(|e| self.corrupt(top.pack, format!("delta of {id}: {e}")))?;
-        let chain = self.chain(id, top)?;
-        let base = chain.last().expect("a chain ends in its base");
-        let kind = base.entry.header.as_kind().expect("a chain ends in a whole object");
+        let kind = self.chain_kind(id, top)?;
         Ok(Some(gix_object::Header { kind, size }))
     }
 
@@ -161,7 +174,7 @@ impl PackReader {
                 self.corrupt(pack, format!("the entry of blob {id} holds {found} bytes, its header said {size}"))
             );
         }
-        self.inflate(&Link { pack, entry }, read, &format!("blob {id}"), &mut |bytes| {
+        self.inflate(&Link { pack, entry }, read, size, &format!("blob {id}"), &mut |bytes| {
             out.write_all(bytes).map_err(|e| GitError::io(path, e))?;
             Ok(false)
         })?;
@@ -170,33 +183,66 @@ impl PackReader {
 
     /// The entries from `top`, an entry of object `id`, down its delta chain to its base.
     fn chain(&mut self, id: &oid, top: Link) -> Result<Vec<Link>, GitError> {
-        let longest = GitLimits::default().max_delta_chain as usize;
         let mut chain = Vec::new();
         let mut link = top;
         loop {
-            let base = match link.entry.header {
-                Header::OfsDelta { base_distance } => {
-                    let Some(offset) = link.entry.checked_base_pack_offset(base_distance) else {
-                        let at = link.entry.pack_offset();
-                        return Err(self.corrupt(link.pack, format!("delta at offset {at} (of {id}) has no base")));
-                    };
-                    Some((link.pack, offset))
-                }
-                Header::RefDelta { base_id } => match self.find(&base_id)? {
-                    Some(found) => Some(found),
-                    None => {
-                        return Err(self.corrupt(link.pack, format!("base {base_id} of a delta of {id} is missing")))
-                    }
-                },
-                _ => None,
-            };
+            let base = self.base_of(id, &link)?;
             chain.push(link);
             let Some((pack, offset)) = base else { return Ok(chain) };
-            if chain.len() > longest {
-                return Err(self.corrupt(pack, format!("the delta chain of {id} is longer than {longest}")));
-            }
+            self.check_chain_length(id, pack, chain.len())?;
             let (entry, _) = self.entry_at(pack, offset, 0, id)?;
             link = Link { pack, entry };
+        }
+    }
+
+    /// The kind of the object whose entry is `top` (of object `id`): its delta chain's
+    /// base's, found by walking the chain's entry headers down to an entry walked before.
+    fn chain_kind(&mut self, id: &oid, top: Link) -> Result<gix_object::Kind, GitError> {
+        let mut walked = Vec::new();
+        let mut link = top;
+        let kind = loop {
+            let at = (link.pack, link.entry.pack_offset());
+            if let Some(kind) = link.entry.header.as_kind().or_else(|| self.kinds.get(&at).copied()) {
+                break kind;
+            }
+            walked.push(at);
+            let (pack, offset) = self.base_of(id, &link)?.expect("a delta has a base");
+            self.check_chain_length(id, pack, walked.len())?;
+            let (entry, _) = self.entry_at(pack, offset, 0, id)?;
+            link = Link { pack, entry };
+        };
+        if self.kinds.len() + walked.len() > MAX_KINDS_REMEMBERED {
+            self.kinds.clear();
+        }
+        self.kinds.extend(walked.into_iter().map(|at| (at, kind)));
+        Ok(kind)
+    }
+
+    /// Where the base of `link`'s entry (of object `id`) lies; `None` for a whole object.
+    fn base_of(&mut self, id: &oid, link: &Link) -> Result<Option<(usize, u64)>, GitError> {
+        match link.entry.header {
+            Header::OfsDelta { base_distance } => match link.entry.checked_base_pack_offset(base_distance) {
+                Some(offset) => Ok(Some((link.pack, offset))),
+                None => {
+                    let at = link.entry.pack_offset();
+                    Err(self.corrupt(link.pack, format!("delta at offset {at} (of {id}) has no base")))
+                }
+            },
+            Header::RefDelta { base_id } => match self.find(&base_id)? {
+                Some(found) => Ok(Some(found)),
+                None => Err(self.corrupt(link.pack, format!("base {base_id} of a delta of {id} is missing"))),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// Fails once a chain of `id` has passed `GitLimits`' longest (a cycle of ref deltas in
+    /// a damaged pack would never end).
+    fn check_chain_length(&self, id: &oid, pack: usize, links: usize) -> Result<(), GitError> {
+        let longest = GitLimits::default().max_delta_chain as usize;
+        match links > longest {
+            true => Err(self.corrupt(pack, format!("the delta chain of {id} is longer than {longest}"))),
+            false => Ok(()),
         }
     }
 
@@ -212,7 +258,7 @@ impl PackReader {
         let len = usize::try_from(size).map_err(|_| GitError::size(Limit::ObjectSize, limit, Some(size), &what))?;
         buf.try_reserve_exact(len)
             .map_err(|_| GitError::size(Limit::ObjectSize, limit, Some(size), format!("{what}: out of memory")))?;
-        self.inflate(link, 0, &what, &mut |bytes| {
+        self.inflate(link, 0, size, &what, &mut |bytes| {
             buf.extend_from_slice(bytes);
             Ok(false)
         })?;
@@ -221,11 +267,13 @@ impl PackReader {
 
     /// Inflates the data of `link`'s entry, handing the bytes to `sink` as they come, until
     /// the stream ends (checking it makes exactly the entry's size) or `sink` returns true.
-    /// The first `prefetched` bytes of the input buffer hold the entry from its start.
+    /// The first `prefetched` bytes of the input buffer hold the entry from its start; reads
+    /// are sized for `needed` bytes of output (a small entry costs a small read).
     fn inflate(
         &mut self,
         link: &Link,
         prefetched: usize,
+        needed: u64,
         what: &str,
         sink: &mut dyn FnMut(&[u8]) -> Result<bool, GitError>,
     ) -> Result<(), GitError> {
@@ -243,7 +291,7 @@ impl PackReader {
         };
         loop {
             if start == end {
-                input.resize(BUFFER, 0);
+                input.resize(usize::try_from(compressed_bound(needed)).unwrap_or(BUFFER).clamp(64, BUFFER), 0);
                 end = read_at_most(file, input, next).map_err(|e| GitError::io(&pack.path, e))?;
                 (start, next) = (0, next + end as u64);
             }
@@ -290,10 +338,16 @@ impl PackReader {
     fn find(&mut self, id: &oid) -> Result<Option<(usize, u64)>, GitError> {
         for fresh in [self.packs.is_none(), true] {
             if fresh {
-                let indexes = super::pack_indexes(&self.pack_dir, self.kind)?;
-                let open =
-                    |(path, index): (PathBuf, _)| OpenPack { index, path: path.with_extension("pack"), file: None };
-                self.packs = Some(indexes.into_iter().map(open).collect());
+                // Packs keep their numbers (a chain being walked refers to them): new ones
+                // are added after those known, and a pack pruned meanwhile stays readable
+                // through its open index and file.
+                let packs = self.packs.get_or_insert_with(Vec::new);
+                for (path, index) in super::pack_indexes(&self.pack_dir, self.kind)? {
+                    let path = path.with_extension("pack");
+                    if !packs.iter().any(|p| p.path == path) {
+                        packs.push(OpenPack { index, path, file: None });
+                    }
+                }
             }
             let packs = self.packs.as_ref().expect("opened above");
             let found = packs.iter().enumerate().find_map(|(at, pack)| {

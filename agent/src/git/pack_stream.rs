@@ -17,7 +17,8 @@
 //! Thin packs: the `REF_DELTA` bases found in the object store are appended after the
 //! stream's last entry, as `git index-pack --fix-thin` does; the header's object count is
 //! patched and the trailing checksum recomputed over the whole file. Every pack written is
-//! therefore self-contained.
+//! therefore self-contained. Bases are read out of the store with plain reads
+//! (`pack_reader.rs`), never by mapping its packs.
 //!
 //! A delta payload's pack may be followed by a patch section (`patches`): its blobs are
 //! appended the same way.
@@ -34,6 +35,7 @@ use gix_zlib::{Decompress, FlushDecompress, Status};
 
 use super::error::{GitError, Limit};
 use super::pack_index::{PackedEntry, PackedObject};
+use super::ObjectStore;
 
 mod patches;
 mod tap;
@@ -84,7 +86,7 @@ pub(super) struct PackStream<'a> {
     kind: gix_hash::Kind,
     max_object_size: u64,
     max_objects: u64,
-    bases: &'a gix_odb::HandleArc,
+    bases: &'a ObjectStore,
     declared: u32,
     left: u32,
     ref_bases: Vec<ObjectId>,
@@ -119,9 +121,9 @@ impl<'a> PackStream<'a> {
         header: [u8; PACK_HEADER],
         declared: u32,
         limits: &super::GitLimits,
-        bases: &'a gix_odb::HandleArc,
+        bases: &'a ObjectStore,
     ) -> Result<Self, GitError> {
-        let kind = bases.store_ref().object_hash();
+        let kind = bases.kind;
         let file = File::options().read(true).write(true).create_new(true).open(path);
         let mut out = PackFile::new(file.map_err(|e| GitError::io(path, e))?, path.to_owned(), kind);
         out.write_all(&header).map_err(|e| out.io_error(e))?;
@@ -331,8 +333,12 @@ impl<'a> PackStream<'a> {
     /// The kind and content of `id` in the object store, if it is there.
     fn find_in_store(&self, id: &ObjectId) -> Result<Option<(gix_object::Kind, Vec<u8>)>, GitError> {
         let mut buf = Vec::new();
-        // gix's packed and loose lookups both hand back the whole buffer as the object.
-        let found = match self.bases.try_find(id, &mut buf) {
+        // Packed objects with plain reads (gix would map the store's packs whole).
+        if let Some(kind) = self.bases.reader.borrow_mut().read(id, self.max_object_size, &mut buf)? {
+            return Ok(Some((kind, buf)));
+        }
+        // gix's loose lookups hand back the whole buffer as the object.
+        let found = match self.bases.odb.try_find(id, &mut buf) {
             Ok(found) => found.map(|data| (data.kind, data.data.len())),
             Err(err) => return Err(GitError::Store { detail: format!("{id}: {err}") }),
         };

@@ -12,7 +12,6 @@ use std::io::Read;
 
 use ferry_proto::patch_section::{read_patch_header, read_section_start, PatchHeader, PatchSectionError, MAX_PATCHES};
 use gix_hash::ObjectId;
-use gix_object::Exists;
 use gix_pack::data::entry::Header;
 
 use super::PackStream;
@@ -51,7 +50,7 @@ impl PackStream<'_> {
                 return Err(GitError::malformed(format!("patch section at offset {at}: patches blob {target} twice")));
             }
             let blob = self.patched_blob(at, target, &header, &mut progress)?;
-            if !self.bases.exists(&target) {
+            if !self.bases.contains(&target) {
                 self.append_object(Header::Blob, &blob, target)?;
                 self.patched += 1;
             }
