@@ -125,8 +125,8 @@ impl PackReader {
 
     /// Reads object `id` whole into `buf` if a pack holds it, rebuilding it from its delta
     /// chain if it is stored as one, and returns its kind; `None` (with `buf` untouched) if
-    /// no pack does (it is loose, or absent). Fails if it, or any object of its chain, is
-    /// larger than `max_size`.
+    /// no pack does (it is loose, or absent). Fails if it is larger than `max_size`, or an
+    /// object or delta of its chain larger than `GitLimits`' default object size.
     pub(super) fn read(
         &mut self,
         id: &oid,
