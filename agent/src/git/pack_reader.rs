@@ -73,7 +73,7 @@ struct Link {
 struct Located {
     pack: usize,
     entry: gix_pack::data::Entry,
-    /// Bytes read from `offset` into the reader's input buffer.
+    /// Bytes read from the entry's start into the reader's input buffer.
     read: usize,
 }
 

@@ -43,16 +43,7 @@ impl Store {
 
     /// True when the payload is stored whole and its digest was verified.
     pub fn payload_verified(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
-        let row: Option<(bool, i64)> = self
-            .conn
-            .query_row("SELECT verified, size FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        Ok(match row {
-            Some((true, size)) => file_len(&self.payload_path(digest))? == size as u64,
-            _ => false,
-        })
+        verified_whole(&self.conn, digest, &self.payload_path(digest))
     }
 
     /// Starts (or restarts from zero) storing a payload. A payload already verified is
@@ -65,10 +56,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let path = self.payload_path(digest);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let verified: Option<bool> = tx
-            .query_row("SELECT verified FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| r.get(0))
-            .optional()?;
-        if verified == Some(true) && file_len(&path)? == size {
+        if verified_whole(&tx, digest, &path)? {
             return Ok(false);
         }
         remove_file(&path)?;
@@ -158,8 +146,10 @@ impl Store {
         let stored: Option<i64> = tx
             .query_row("SELECT stored FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| r.get(0))
             .optional()?;
+        // Every byte counted and none past them: the row's `stored` reaches `size` and the
+        // file holds exactly `size` bytes.
         match stored {
-            Some(stored) if counted(stored, &path)? == size && file_len(&path)? == size => {}
+            Some(stored) if stored.max(0) as u64 >= size && file_len(&path)? == size => {}
             _ => return Ok(false),
         }
         if hash_file(&path)? != *digest {
@@ -205,12 +195,14 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|source| StoreError::PayloadFile { path: self.payload_dir.clone(), source })?;
             let name = entry.file_name();
-            let known = match name.to_str().map(str::parse::<Sha256Digest>) {
-                Some(Ok(digest)) if digest.to_hex() == name.to_str().unwrap_or_default() => tx
+            // Only a canonical digest name (lower-case hex) can be a payload's file.
+            let digest = name.to_str().and_then(|n| n.parse::<Sha256Digest>().ok().filter(|d| d.to_hex() == n));
+            let known = match digest {
+                Some(digest) => tx
                     .query_row("SELECT 1 FROM payloads WHERE digest = ?1", [digest.to_hex()], |_| Ok(()))
                     .optional()?
                     .is_some(),
-                _ => false,
+                None => false,
             };
             if !known {
                 let path = entry.path();
@@ -260,6 +252,20 @@ impl Store {
         let file = File::open(&path).map_err(|source| StoreError::PayloadFile { path, source })?;
         Ok(file.take(size as u64))
     }
+}
+
+/// True when the payload's row says verified and its file holds the row's size (a file lost
+/// since is not a verified payload).
+fn verified_whole(conn: &rusqlite::Connection, digest: &Sha256Digest, path: &Path) -> Result<bool, StoreError> {
+    let row: Option<(bool, i64)> = conn
+        .query_row("SELECT verified, size FROM payloads WHERE digest = ?1", [digest.to_hex()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    Ok(match row {
+        Some((true, size)) => file_len(path)? == size as u64,
+        _ => false,
+    })
 }
 
 /// Bytes of a payload that count: what its row says, as far as its file holds them.
